@@ -1,0 +1,1 @@
+"""Dashboards: results (DataFrames) in, Plotly figures out."""

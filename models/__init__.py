@@ -1,0 +1,1 @@
+"""SALIENT models: pure torch/MONAI. No Ray, no MLflow, no files."""

@@ -1,0 +1,152 @@
+"""The ``platform`` command line.
+
+Exit codes: 0 success, 2 bad input (study file, cohort, arguments), 1 failure (a bug or the
+environment). Logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from salient.platform.errors import PlatformError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+log = logging.getLogger("salient.platform")
+
+
+def _print_plan(console: Console, study_path: str) -> int:
+    from salient.platform.study import build_plan, load_study
+
+    study = load_study(study_path)
+    plan = build_plan(study)
+    console.print(f"[bold]study[/] {study.name}  ({study_path})")
+    console.print(f"cohort: {study.cohort.source}" + (f" {study.cohort.manifest}" if study.cohort.manifest else
+                  f" (phantom: {study.cohort.phantom.n_subjects} subjects, {study.cohort.phantom.n_positive} positive, seed {study.cohort.phantom.seed})"))
+    console.print(f"stage preset: {study.stages.preset}; sampler: {study.sampler.name}"
+                  + (f" ({plan.n_samples} draws per cell, seed {study.sampler.seed})" if plan.sampled else ""))
+    table = Table(title="trial plan (grid cells x repeats)")
+    names = sorted({k for t in plan.trials for k in t.params})
+    for col in ["trial", "repeat", *names]:
+        table.add_column(col)
+    for t in plan.trials:
+        table.add_row(t.trial_id, str(t.repeat), *[str(t.params.get(n, "-")) for n in names])
+    console.print(table)
+    if plan.sampled:
+        console.print("sampled by " + study.sampler.name + ": " + ", ".join(f"{n} ~ {s.kind}{list(s.candidate_values())}" for n, s in plan.sampled.items()))
+    console.print(f"prevalences (evaluation only): {list(plan.prevalences)}")
+    console.print(f"[bold]{plan.n_trials} trials[/] = detector trainings; {plan.n_generators} generator pool(s); "
+                  f"{plan.n_evaluations} evaluations")
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    return _print_plan(console, args.study)
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from salient.platform.pipeline import run_study
+
+    return run_study(args.study, tracking_uri=args.tracking_uri, address=args.address,
+                     resume=args.resume, console=console)
+
+
+def _cmd_cohort_phantom(args: argparse.Namespace, console: Console) -> int:
+    from salient.platform.cohort.phantom import write_phantom_cohort
+    from salient.platform.study.schema import PhantomSpec
+
+    try:
+        spec = PhantomSpec(n_subjects=args.subjects, n_positive=args.positives, seed=args.seed,
+                           shape=tuple(args.shape), spacing=tuple(args.spacing))
+    except ValueError as exc:
+        raise PlatformError(f"bad phantom settings: {exc}") from None
+    manifest = write_phantom_cohort(spec, args.out_dir, progress=True)
+    console.print(f"wrote {spec.n_subjects} subjects ({spec.n_positive} positive) -> {manifest}")
+    return EXIT_OK
+
+
+def _cmd_cohort_check(args: argparse.Namespace, console: Console) -> int:
+    from salient.platform.cohort.check import check_cohort
+
+    target = Path(args.path)
+    if not target.exists():
+        raise PlatformError(f"{target}: no such file or folder")
+    report = check_cohort(target, progress=True)
+    console.print(f"{report.manifest}: {report.n_subjects} subjects, {report.n_positive} positive")
+    if report.ok:
+        console.print("[green]no problems found[/]")
+        return EXIT_OK
+    table = Table(title=f"{len(report.problems)} problem(s)")
+    for col in ("subject", "problem", "detail"):
+        table.add_column(col, overflow="fold")
+    for p in report.problems:
+        table.add_row(p.subject, p.kind, p.detail)
+    console.print(table)
+    return EXIT_BAD_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="platform", description="SALIENT dose-search platform.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a study end to end", description="Run a study: train generators and detectors, evaluate, track in MLflow.")
+    p.add_argument("study", help="study YAML file, e.g. studies/dose_response.yaml")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store in the study's output folder)")
+    p.add_argument("--address", help="join a Ray cluster: 'auto' or HOST:PORT (default: start a local Ray)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped study (finished stages are never retrained)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a study file and print its trial plan", description="Validate a study file and print the expanded trial plan. Trains nothing.")
+    p.add_argument("study")
+    p.set_defaults(func=_cmd_validate)
+
+    cohort = sub.add_parser("cohort", help="cohort tools", description="Create or check cohorts.")
+    csub = cohort.add_subparsers(dest="cohort_command", required=True, metavar="ACTION")
+    p = csub.add_parser("phantom", help="write the built-in phantom cohort", description="Write a deterministic phantom torso CT cohort (NIfTI + labels.csv).")
+    p.add_argument("out_dir")
+    p.add_argument("--subjects", type=int, default=96)
+    p.add_argument("--positives", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", type=int, nargs=3, default=[64, 64, 24], metavar=("X", "Y", "Z"))
+    p.add_argument("--spacing", type=float, nargs=3, default=[6.0, 6.0, 8.0], metavar=("X", "Y", "Z"))
+    p.set_defaults(func=_cmd_cohort_phantom)
+    p = csub.add_parser("check", help="list every problem in a cohort", description="Check a cohort folder (with labels.csv) or a manifest CSV. Exit 2 if any problem is found.")
+    p.add_argument("path", metavar="DIR_OR_MANIFEST")
+    p.set_defaults(func=_cmd_cohort_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("alembic", "mlflow", "ray", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    console = Console(stderr=False)
+    try:
+        return int(args.func(args, console))
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command (or add --resume) to continue", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else is a failure, not the user's input
+        if args.verbose:
+            raise
+        print(f"failed: {type(exc).__name__}: {exc} (rerun with -v for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

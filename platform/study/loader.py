@@ -1,0 +1,305 @@
+"""Parse and validate a study file once, into a frozen :class:`~salient.platform.study.schema.Study`.
+
+Every problem found is reported (file, key path, value, rule), not just the first. YAML is read
+with ``yaml.safe_load`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from salient.models.configs import STAGE_CONFIGS, stage_config
+from salient.platform.errors import Issue, StudyError
+from salient.platform.study.schema import ParamSpec, StagesSpec, Study
+
+__all__ = ["RESERVED_AXES", "load_search_space", "load_study", "read_yaml", "split_param_path"]
+
+#: Search-space names that are not stage fields: the study's own axes.
+RESERVED_AXES = ("dose", "seed_size", "prevalence")
+_SEGMENT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")
+
+
+def read_yaml(path: Path) -> Any:
+    """Read a YAML file with the safe loader; syntax errors become a :class:`StudyError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StudyError.single(path, "", str(path), "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyError.single(path, "", str(path), f"cannot be read: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StudyError.single(path, where, text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else "", f"not valid YAML: {problem}") from None
+
+
+def _loc_to_path(prefix: str, loc: tuple[Any, ...]) -> str:
+    parts = [prefix] if prefix else []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def _pydantic_issues(err: ValidationError, file: str, prefix: str, raw: Any) -> list[Issue]:
+    issues = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        # __post_init__ errors are reported on the whole object; the message names the field.
+        field = re.match(r"^([a-z_]+(?:\[\d+\])?) must ", msg)
+        if field and isinstance(value, dict) and field.group(1).split("[")[0] in value:
+            loc = (*loc, field.group(1))
+            value = value.get(field.group(1).split("[")[0])
+        if e["type"] == "unexpected_keyword_argument" or e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        issues.append(Issue(file, _loc_to_path(prefix, loc), value, msg))
+    return issues
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _stage_dicts(raw: Any, file: str, issues: list[Issue]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Merge the preset with the study's per-stage overrides (still as plain dicts)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        issues.append(Issue(file, "stages", raw, "must be a mapping"))
+        raw = {}
+    preset = raw.get("preset", "tiny")
+    if preset not in ("tiny", "full"):
+        issues.append(Issue(file, "stages.preset", preset, "must be one of ['full', 'tiny']"))
+        preset = "tiny"
+    merged: dict[str, dict[str, Any]] = {}
+    for key in raw:
+        if key != "preset" and key not in STAGE_CONFIGS:
+            issues.append(Issue(file, f"stages.{key}", raw[key], f"unknown stage; stages: {sorted(STAGE_CONFIGS)}"))
+    for stage in STAGE_CONFIGS:
+        override = raw.get(stage) or {}
+        if not isinstance(override, dict):
+            issues.append(Issue(file, f"stages.{stage}", override, "must be a mapping of settings"))
+            override = {}
+        merged[stage] = _deep_merge(dataclasses.asdict(stage_config(stage, preset)), override)
+    return preset, merged
+
+
+def split_param_path(name: str) -> tuple[str, list[tuple[str, int | None]]]:
+    """``diffusion.loss.band_weights[3]`` -> ("diffusion", [("loss", None), ("band_weights", 3)])."""
+    stage, _, rest = name.partition(".")
+    segments: list[tuple[str, int | None]] = []
+    for seg in rest.split(".") if rest else []:
+        m = _SEGMENT_RE.match(seg)
+        if not m:
+            raise ValueError(f"bad path segment {seg!r}")
+        segments.append((m.group(1), int(m.group(2)) if m.group(2) is not None else None))
+    return stage, segments
+
+
+def set_param(stage_dict: dict[str, Any], segments: list[tuple[str, int | None]], value: Any) -> dict[str, Any]:
+    """Return a copy of a stage's settings dict with the value at ``segments`` replaced."""
+    out = copy.deepcopy(stage_dict)
+    node: Any = out
+    for i, (key, index) in enumerate(segments):
+        last = i == len(segments) - 1
+        if not isinstance(node, dict) or key not in node:
+            raise KeyError(key)
+        if index is None:
+            if last:
+                node[key] = value
+            else:
+                node = node[key]
+        else:
+            seq = list(node[key]) if isinstance(node[key], (list, tuple)) else None
+            if seq is None or not 0 <= index < len(seq):
+                raise KeyError(f"{key}[{index}]")
+            if not last:
+                raise KeyError(f"{key}[{index}] is not a mapping")
+            seq[index] = value
+            node[key] = seq
+    return out
+
+
+def _resolve_file(name: str, study_file: Path) -> Path | None:
+    candidates = [study_file.parent / name, study_file.parent.parent / name, Path.cwd() / name]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def load_search_space(raw: Any, study_file: Path, issues: list[Issue]) -> dict[str, tuple[ParamSpec, str, str]]:
+    """Resolve ``search_space`` (a file name, a mapping, or a list of both) into entries.
+
+    Returns ``{name: (spec, file it came from, key path in that file)}``; problems are appended
+    to ``issues``.
+    """
+    parts = raw if isinstance(raw, list) else [raw]
+    entries: dict[str, tuple[ParamSpec, str, str]] = {}
+    for i, part in enumerate(parts):
+        where = f"search_space[{i}]" if isinstance(raw, list) else "search_space"
+        file, prefix, mapping = str(study_file), where, part
+        if isinstance(part, str):
+            path = _resolve_file(part, study_file)
+            if path is None:
+                issues.append(Issue(str(study_file), where, part, "search-space file not found (looked next to the study and one folder up)"))
+                continue
+            try:
+                mapping = read_yaml(path)
+            except StudyError as exc:
+                issues.extend(exc.issues)
+                continue
+            file, prefix = str(path), ""
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict):
+            issues.append(Issue(file, prefix, mapping, "a search space must be a mapping of parameter name -> entry"))
+            continue
+        for name, entry in mapping.items():
+            path_str = f"{prefix}.{name}" if prefix else str(name)
+            if name in entries:
+                issues.append(Issue(file, path_str, name, f"parameter defined twice (also in {entries[name][1]})"))
+                continue
+            try:
+                entries[name] = (ParamSpec.model_validate(entry), file, path_str)
+            except ValidationError as exc:
+                issues.extend(_pydantic_issues(exc, file, path_str, entry))
+    return entries
+
+
+def _count_positives(manifest: Path) -> int | None:
+    try:
+        with manifest.open(newline="") as fh:
+            return sum(1 for row in csv.DictReader(fh) if str(row.get("label", "")).strip() == "1")
+    except OSError:
+        return None
+
+
+def _check_space(
+    entries: dict[str, tuple[ParamSpec, str, str]],
+    stage_dicts: dict[str, dict[str, Any]],
+    n_positive: int | None,
+    issues: list[Issue],
+) -> None:
+    for name, (spec, file, base) in entries.items():
+        for i, value in enumerate(spec.candidate_values()):
+            where = f"{base}.{spec.kind}[{i}]" if spec.kind in ("grid", "choice") else f"{base}.{spec.kind}"
+            if name == "dose":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                    issues.append(Issue(file, where, value, "dose (synthetic-to-real ratio) must be a number >= 0"))
+            elif name == "seed_size":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    issues.append(Issue(file, where, value, "seed_size must be a whole number >= 1"))
+                elif n_positive is not None and value >= n_positive:
+                    issues.append(Issue(file, where, value, f"seed_size must be smaller than the cohort's {n_positive} positive subjects (the held-out test set needs positives)"))
+            elif name == "prevalence":
+                if spec.kind != "grid":
+                    issues.append(Issue(file, base, spec.kind, "prevalence is an evaluation axis: use grid"))
+                    break
+                if not isinstance(value, (int, float)) or not 0 < value < 1:
+                    issues.append(Issue(file, where, value, "prevalence must be in (0, 1)"))
+            else:
+                try:
+                    stage, segments = split_param_path(name)
+                except ValueError as exc:
+                    issues.append(Issue(file, base, name, str(exc)))
+                    break
+                if stage not in STAGE_CONFIGS or not segments:
+                    issues.append(Issue(file, base, name, f"unknown parameter; use one of {list(RESERVED_AXES)} or STAGE.FIELD with STAGE in {sorted(STAGE_CONFIGS)}"))
+                    break
+                try:
+                    candidate = set_param(stage_dicts[stage], segments, value)
+                except KeyError as exc:
+                    issues.append(Issue(file, base, name, f"{stage} has no setting {exc.args[0]!r}"))
+                    break
+                try:
+                    TypeAdapter(STAGE_CONFIGS[stage]).validate_python(candidate)
+                except ValidationError as exc:
+                    msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                    issues.append(Issue(file, where, value, msg))
+        for cond, allowed in (spec.when or {}).items():
+            if cond not in entries:
+                issues.append(Issue(file, f"{base}.when.{cond}", cond, "condition names a parameter that is not in the search space"))
+                continue
+            other = entries[cond][0]
+            if other.kind not in ("grid", "choice"):
+                issues.append(Issue(file, f"{base}.when.{cond}", cond, "conditions can only test grid or choice parameters"))
+            elif unknown := [v for v in allowed if v not in other.candidate_values()]:
+                issues.append(Issue(file, f"{base}.when.{cond}", unknown, f"values never taken by {cond} ({list(other.candidate_values())})"))
+
+
+def load_study(path: str | Path) -> Study:
+    """Read, validate and resolve a study file. Raises :class:`StudyError` listing every problem."""
+    path = Path(path)
+    raw = read_yaml(path)
+    file = str(path)
+    if not isinstance(raw, dict):
+        raise StudyError.single(file, "", raw, "a study file must be a mapping of settings")
+    issues: list[Issue] = []
+    preset, stage_dicts = _stage_dicts(raw.get("stages"), file, issues)
+
+    stages: StagesSpec | None = None
+    resolved: dict[str, Any] = {"preset": preset}
+    for stage, settings in stage_dicts.items():
+        try:
+            resolved[stage] = TypeAdapter(STAGE_CONFIGS[stage]).validate_python(settings)
+        except ValidationError as exc:
+            issues.extend(_pydantic_issues(exc, file, f"stages.{stage}", settings))
+    if len(resolved) == len(STAGE_CONFIGS) + 1:
+        stages = StagesSpec(**resolved)
+
+    rest = {k: v for k, v in raw.items() if k not in ("stages", "search_space")}
+    study: Study | None = None
+    try:
+        study = Study.model_validate({**rest, "source_file": path})
+    except ValidationError as exc:
+        issues.extend(_pydantic_issues(exc, file, "", rest))
+
+    entries = load_search_space(raw.get("search_space") or {}, path, issues)
+    n_positive: int | None = None
+    if study is not None:
+        cohort = study.cohort
+        if cohort.source == "phantom":
+            n_positive = cohort.phantom.n_positive
+        elif cohort.manifest is not None:
+            manifest = cohort.manifest if cohort.manifest.is_absolute() else path.parent / cohort.manifest
+            n_positive = _count_positives(manifest)
+            if n_positive is None:
+                issues.append(Issue(file, "cohort.manifest", str(cohort.manifest), f"manifest not readable at {manifest}"))
+    _check_space(entries, stage_dicts, n_positive, issues)
+    if "seed_size" not in entries:
+        issues.append(Issue(file, "search_space", sorted(entries), "the search space must define seed_size (labeled positive subjects)"))
+    if "prevalence" in entries and isinstance(raw.get("evaluation"), dict) and "prevalences" in raw["evaluation"]:
+        issues.append(Issue(file, "evaluation.prevalences", raw["evaluation"]["prevalences"], "prevalence is set both here and in the search space; keep one"))
+    if study is not None:
+        sampled = sorted(n for n, (s, _, _) in entries.items() if not s.is_grid)
+        if sampled and study.sampler.name == "grid":
+            issues.append(Issue(file, "sampler.name", "grid", f"the search space samples {sampled}; choose random, tpe, gp, cmaes or nsga2, or make them grid entries"))
+    if issues:
+        raise StudyError(issues)
+    assert study is not None and stages is not None
+    space = {name: spec for name, (spec, _, _) in entries.items()}
+    update: dict[str, Any] = {"stages": stages, "search_space": space}
+    if "prevalence" in space:
+        update["evaluation"] = study.evaluation.model_copy(update={"prevalences": tuple(space["prevalence"].grid or ())})
+    if study.cohort.manifest is not None and not study.cohort.manifest.is_absolute():
+        update["cohort"] = study.cohort.model_copy(update={"manifest": (path.parent / study.cohort.manifest).resolve()})
+    return study.model_copy(update=update)

@@ -1,0 +1,113 @@
+"""Expand a study's search space into the plan of trials, and apply a trial's values to configs.
+
+Grid entries are expanded here, in Python (Ray Tune's OptunaSearch cannot take grid axes);
+sampled entries are left to the Optuna sampler, ``sampler.n_trials`` draws per grid cell and
+repeat. ``prevalence`` is an evaluation axis: it never multiplies training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from salient.models.configs import STAGE_CONFIGS
+from salient.platform.study.loader import set_param, split_param_path
+from salient.platform.study.schema import ParamSpec, StagesSpec, Study
+
+__all__ = ["GENERATOR_STAGES", "Plan", "TrialSpec", "apply_params", "build_plan", "generator_params"]
+
+#: Stages whose outputs make up one synthetic pool (shared by every dose of a generator).
+GENERATOR_STAGES = ("mask_vae", "diffusion", "ucmt")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One detector training: a grid cell and repeat (sampled values are added at run time)."""
+
+    index: int
+    repeat: int
+    params: dict[str, Any]
+
+    @property
+    def trial_id(self) -> str:
+        return f"trial_{self.index:04d}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The expanded plan of a study."""
+
+    trials: tuple[TrialSpec, ...]
+    sampled: dict[str, ParamSpec]
+    n_samples: int
+    prevalences: tuple[float, ...]
+
+    @property
+    def n_trials(self) -> int:
+        """Detector trainings (each evaluated at every prevalence)."""
+        return len(self.trials) * self.n_samples
+
+    @property
+    def n_generators(self) -> int:
+        """Distinct generator pools when nothing is sampled (a lower bound otherwise)."""
+        return len({generator_key(t) for t in self.trials})
+
+    @property
+    def n_evaluations(self) -> int:
+        return self.n_trials * len(self.prevalences)
+
+
+def generator_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The values that determine a trial's synthetic pool (not the dose, detector or prevalence)."""
+    return {
+        k: v for k, v in params.items()
+        if k == "seed_size" or k.split(".", 1)[0] in GENERATOR_STAGES
+    }
+
+
+def generator_key(trial: TrialSpec) -> tuple[Any, ...]:
+    return (trial.repeat, tuple(sorted((k, repr(v)) for k, v in generator_params(trial.params).items())))
+
+
+def _active(params: dict[str, Any], spec: ParamSpec) -> bool:
+    return all(params.get(cond) in allowed for cond, allowed in (spec.when or {}).items())
+
+
+def build_plan(study: Study) -> Plan:
+    grid = {n: s for n, s in study.search_space.items() if s.is_grid and n != "prevalence"}
+    sampled = {n: s for n, s in study.search_space.items() if not s.is_grid}
+    names = list(grid)
+    cells: list[dict[str, Any]] = []
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    for values in itertools.product(*(grid[n].grid or () for n in names)):
+        params = dict(zip(names, values, strict=True))
+        # Conditional entries drop out where their condition fails; identical cells collapse.
+        params = {n: v for n, v in params.items() if _active(params, grid[n])}
+        params.setdefault("dose", 0.0)
+        key = tuple(sorted((k, repr(v)) for k, v in params.items()))
+        if key not in seen:
+            seen.add(key)
+            cells.append(params)
+    trials = tuple(
+        TrialSpec(index=i, repeat=r, params=p)
+        for i, (r, p) in enumerate((r, p) for r in range(study.repeats) for p in cells)
+    )
+    n_samples = study.sampler.n_trials if sampled else 1
+    return Plan(trials, sampled, n_samples, study.evaluation.prevalences)
+
+
+def apply_params(stages: StagesSpec, params: dict[str, Any]) -> StagesSpec:
+    """Return the stage configs with a trial's stage values (``STAGE.FIELD`` names) applied."""
+    per_stage: dict[str, dict[str, Any]] = {}
+    for name, value in params.items():
+        stage, segments = split_param_path(name)
+        if stage not in STAGE_CONFIGS or not segments:
+            continue
+        current = per_stage.get(stage) or dataclasses.asdict(getattr(stages, stage))
+        per_stage[stage] = set_param(current, segments, value)
+    changes = {s: TypeAdapter(STAGE_CONFIGS[s]).validate_python(d) for s, d in per_stage.items()}
+    return stages.model_copy(update=changes)

@@ -1,0 +1,256 @@
+"""Typed, frozen objects a study file is parsed into (nnU-Net style: plan once, then execute).
+
+Nothing downstream reads YAML: the loader (:mod:`salient.platform.study.loader`) turns a file into
+a :class:`Study`, and every stage receives the already validated pieces.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from salient.models.configs import (
+    AggregatorConfig,
+    DetectorConfig,
+    DiffusionConfig,
+    MaskVAEConfig,
+    UCMTConfig,
+)
+
+__all__ = [
+    "CohortSpec",
+    "EvaluationSpec",
+    "ParamSpec",
+    "PhantomSpec",
+    "PreprocessSpec",
+    "RayClusterSpec",
+    "ResourceSpec",
+    "SamplerSpec",
+    "StageResources",
+    "StagesSpec",
+    "Study",
+    "TrackingSpec",
+]
+
+SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "nsga2")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class PhantomSpec(Frozen):
+    """The built-in synthetic cohort (see :mod:`salient.platform.cohort.phantom`)."""
+
+    n_subjects: int = Field(96, ge=4, description="subjects in the cohort")
+    n_positive: int = Field(24, ge=2, description="subjects with a mediastinal hematoma")
+    shape: tuple[int, int, int] = Field((64, 64, 24), description="voxels (x, y, z)")
+    spacing: tuple[float, float, float] = Field((6.0, 6.0, 8.0), description="mm (x, y, z)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> PhantomSpec:
+        if self.n_positive >= self.n_subjects:
+            raise ValueError(
+                f"n_positive ({self.n_positive}) must be smaller than n_subjects ({self.n_subjects})"
+            )
+        if min(self.shape[:2]) < 32 or self.shape[2] < 8:
+            raise ValueError(f"shape must be at least (32, 32, 8) voxels, got {self.shape}")
+        if min(self.spacing) <= 0:
+            raise ValueError(f"spacing must be positive, got {self.spacing}")
+        return self
+
+
+class PreprocessSpec(Frozen):
+    """MONAI preprocessing applied to every volume (paper 3.1).
+
+    Volumes are reoriented to RAS, resampled to ``spacing`` mm, windowed to ``hu_window`` and
+    scaled to [-1, 1], then centre-cropped/padded to ``roi`` voxels (x, y, z) around the
+    mediastinum. ``roi`` x and y must be even: the Haar DWT halves them.
+    """
+
+    spacing: tuple[float, float, float] = (6.0, 6.0, 8.0)
+    hu_window: tuple[float, float] = (-160.0, 240.0)
+    roi: tuple[int, int, int] = (48, 48, 24)
+
+    @model_validator(mode="after")
+    def _check(self) -> PreprocessSpec:
+        if min(self.spacing) <= 0:
+            raise ValueError(f"spacing must be positive, got {self.spacing}")
+        if self.hu_window[0] >= self.hu_window[1]:
+            raise ValueError(f"hu_window must be (low, high) with low < high, got {self.hu_window}")
+        if self.roi[0] % 2 or self.roi[1] % 2 or min(self.roi) < 4:
+            raise ValueError(f"roi x and y must be even and every size >= 4, got {self.roi}")
+        return self
+
+
+class CohortSpec(Frozen):
+    """Which cohort a study runs on: the built-in phantom or a manifest of NIfTI files."""
+
+    source: Literal["phantom", "manifest"] = "phantom"
+    manifest: Path | None = None
+    phantom: PhantomSpec = PhantomSpec()
+    preprocessing: PreprocessSpec = PreprocessSpec()
+
+    @model_validator(mode="after")
+    def _check(self) -> CohortSpec:
+        if self.source == "manifest" and self.manifest is None:
+            raise ValueError("source 'manifest' needs cohort.manifest (a labels CSV)")
+        if self.source == "phantom" and self.manifest is not None:
+            raise ValueError(
+                "cohort.manifest is set but source is 'phantom'; set source: manifest to use it"
+            )
+        return self
+
+
+class StagesSpec(Frozen):
+    """Resolved model configuration of every stage (preset + the study's overrides)."""
+
+    preset: Literal["tiny", "full"] = "tiny"
+    mask_vae: MaskVAEConfig = MaskVAEConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    ucmt: UCMTConfig = UCMTConfig()
+    detector: DetectorConfig = DetectorConfig()
+    aggregator: AggregatorConfig = AggregatorConfig()
+
+
+class ParamSpec(Frozen):
+    """One search-space entry: exactly one of grid/choice/uniform/loguniform/int, plus options.
+
+    ``grid`` values are swept exhaustively (expanded in Python); the others are sampled by the
+    study's Optuna sampler. ``when`` makes the entry conditional on other entries' values, e.g.
+    ``when: {diffusion.guidance.nei_schedule: [exponential]}``.
+    """
+
+    grid: tuple[Any, ...] | None = None
+    choice: tuple[Any, ...] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    int: tuple[builtins.int, builtins.int] | None = None  # field named after the YAML key
+    step: float | None = None
+    when: dict[str, tuple[Any, ...]] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        kinds = [k for k in ("grid", "choice", "uniform", "loguniform", "int") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "an entry needs exactly one of grid, choice, uniform, loguniform, int; "
+                f"got {kinds or 'none'}"
+            )
+        kind = kinds[0]
+        values = getattr(self, kind)
+        if kind in ("grid", "choice") and len(values) == 0:
+            raise ValueError(f"{kind} needs at least one value")
+        if kind in ("grid", "choice") and len({repr(v) for v in values}) != len(values):
+            raise ValueError(f"{kind} values must be distinct, got {list(values)}")
+        if kind in ("uniform", "loguniform", "int") and not values[0] < values[1]:
+            raise ValueError(f"{kind} needs [low, high] with low < high, got {list(values)}")
+        if kind == "loguniform" and values[0] <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {list(values)}")
+        if self.step is not None and (kind not in ("uniform", "int") or self.step <= 0):
+            raise ValueError(f"step must be > 0 and only with uniform or int, got step={self.step}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("grid", "choice", "uniform", "loguniform", "int") if getattr(self, k) is not None)
+
+    @property
+    def is_grid(self) -> bool:
+        return self.grid is not None
+
+    def candidate_values(self) -> tuple[Any, ...]:
+        """Values to check against the parameter's rules (every grid/choice value, or the bounds)."""
+        return tuple(getattr(self, self.kind))
+
+
+class SamplerSpec(Frozen):
+    """How sampled (non-grid) search-space entries are drawn."""
+
+    name: Literal["grid", "random", "tpe", "gp", "cmaes", "nsga2"] = "grid"
+    n_trials: int = Field(1, ge=1, description="sampled configurations per grid cell and repeat")
+    seed: int = 0
+    metric: str = "auprc"
+    mode: Literal["max", "min"] = "max"
+
+
+class EvaluationSpec(Frozen):
+    """Subject-level evaluation; prevalence is an evaluation property (no extra training)."""
+
+    prevalences: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04, 0.05)
+    test_fraction: float = Field(0.5, gt=0, lt=1, description="share of non-seed subjects held out")
+    bootstrap: int = Field(200, ge=0)
+    ci: float = Field(0.95, gt=0, lt=1)
+
+    @field_validator("prevalences")
+    @classmethod
+    def _prevalences(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v:
+            raise ValueError("needs at least one prevalence")
+        for p in v:
+            if not 0.0 < p < 1.0:
+                raise ValueError(f"every prevalence must be in (0, 1), got {p}")
+        return v
+
+
+class StageResources(Frozen):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+
+class ResourceSpec(Frozen):
+    """Per-trial resources; ``stages`` overrides them for one stage (e.g. GPUs for diffusion)."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    max_concurrent: int = Field(2, ge=1)
+    stages: dict[Literal["mask_vae", "diffusion", "ucmt", "detector", "aggregator"], StageResources] = {}
+    retries: int = Field(2, ge=0, description="times a failed trial is retried from its checkpoint")
+
+    def for_stage(self, stage: str) -> StageResources:
+        return self.stages.get(stage, StageResources(cpus=self.cpus, gpus=self.gpus))  # type: ignore[call-overload]
+
+
+class TrackingSpec(Frozen):
+    uri: str | None = Field(None, description="MLflow tracking URI; default: embedded SQLite store")
+    experiment: str | None = None
+    log_subject_ids: bool = Field(False, description="log raw subject ids / paths (default: hashed)")
+
+
+class RayClusterSpec(Frozen):
+    address: str | None = Field(None, description="'auto' or HOST:PORT of a running Ray head")
+
+
+class Study(Frozen):
+    """A validated study: everything `platform run` needs, with the search space resolved."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    source_file: Path | None = None
+    cohort: CohortSpec = CohortSpec()
+    stages: StagesSpec = StagesSpec()
+    search_space: dict[str, ParamSpec] = {}
+    sampler: SamplerSpec = SamplerSpec()
+    repeats: int = Field(1, ge=1)
+    evaluation: EvaluationSpec = EvaluationSpec()
+    resources: ResourceSpec = ResourceSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    ray: RayClusterSpec = RayClusterSpec()
+    output_dir: Path = Path("salient_runs")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                "name must be 1-64 characters of letters, digits, '_', '.', '-' "
+                f"starting with a letter or digit, got {v!r}"
+            )
+        return v

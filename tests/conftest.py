@@ -1,0 +1,20 @@
+"""Shared fixtures: a small phantom cohort written once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from salient.platform.cohort.phantom import write_phantom_cohort
+from salient.platform.study.schema import PhantomSpec
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_PHANTOM = PhantomSpec(n_subjects=12, n_positive=6, shape=(48, 48, 12), spacing=(8.0, 8.0, 10.0), seed=3)
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantom")
+    write_phantom_cohort(SMALL_PHANTOM, out)
+    return out
