@@ -261,6 +261,7 @@ class UCMTConfig:
 
     encoder_layers: tuple[int, int, int, int] = (1, 1, 1, 1)
     encoder_widths: tuple[int, int, int, int] = (8, 16, 32, 64)
+    stem_downsample: bool = False
     aspp_channels: int = 32
     ema_decay: float = 0.99
     unsup_weight: float = 1.0
@@ -295,6 +296,8 @@ class DetectorConfig:
     Args:
         layers: bottleneck blocks per ResNet stage; (3, 4, 6, 3) is ResNet-50.
         widths: planes per stage; (64, 128, 256, 512) is ResNet-50 (x4 expansion).
+        stem_downsample: the standard ResNet stem (stride-2 7x7 conv + max pool); off for the
+            small slices of the tiny preset.
         mask_guidance: ``False`` is the paper's "no mask guidance" ablation (alignment loss off).
         align_weight: weight of the MSE attention-mask alignment loss.
         focal_gamma, focal_alpha: focal loss parameters.
@@ -306,6 +309,7 @@ class DetectorConfig:
 
     layers: tuple[int, int, int, int] = (1, 1, 1, 1)
     widths: tuple[int, int, int, int] = (8, 16, 32, 64)
+    stem_downsample: bool = False
     mask_guidance: bool = True
     align_weight: float = 0.5
     focal_gamma: float = 2.0
@@ -386,9 +390,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       "neighbour_offsets": (-2, -1, 1, 2), "train_steps": 200_000, "batch_size": 16,
                       "guidance": {"sampling_steps": 50}},
         "ucmt": {"encoder_layers": (3, 4, 6, 3), "encoder_widths": (64, 128, 256, 512),
-                 "aspp_channels": 256, "train_steps": 40_000, "rampup_steps": 4_000,
+                 "aspp_channels": 256, "stem_downsample": True, "train_steps": 40_000, "rampup_steps": 4_000,
                  "ema_decay": 0.999, "umix_grid": 8, "umix_k": 8, "batch_size": 16},
-        "detector": {"layers": (3, 4, 6, 3), "widths": (64, 128, 256, 512), "epochs": 40,
+        "detector": {"layers": (3, 4, 6, 3), "widths": (64, 128, 256, 512), "stem_downsample": True, "epochs": 40,
                      "batch_size": 32},
         "aggregator": {"max_len": 500, "d_model": 512, "heads": 8, "layers": 4, "epochs": 200,
                        "lr": 1e-4},
