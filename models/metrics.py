@@ -167,7 +167,7 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
         raise ValueError(f"need two (N >= 2, D) feature arrays of equal D, got {f1.shape}, {f2.shape}")
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         eps = np.eye(len(s1)) * 1e-6
         covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))

@@ -55,8 +55,20 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.pipeline import run_study
 
-    return run_study(args.study, tracking_uri=args.tracking_uri, address=args.address,
-                     resume=args.resume, console=console)
+    result = run_study(args.study, tracking_uri=args.tracking_uri, address=args.address,
+                       resume=args.resume, console=console)
+    if result.failed:
+        print(f"{len(result.failed)} trial(s) failed after their retries: " + "; ".join(result.failed)
+              + "\nrerun the same command to retry them; finished trials are kept", file=sys.stderr)
+        return EXIT_FAILURE
+    console.print(f"done: MLflow run {result.parent_run_id} at {result.tracking_uri}")
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from salient.platform.pipeline import study_status
+
+    return study_status(args.study, args.tracking_uri, console)
 
 
 def _cmd_cohort_phantom(args: argparse.Namespace, console: Console) -> int:
@@ -104,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join a Ray cluster: 'auto' or HOST:PORT (default: start a local Ray)")
     p.add_argument("--resume", action="store_true", help="continue a stopped study (finished stages are never retrained)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("status", help="show a study's progress and results", description="Show which trials of a study are logged in MLflow, with their metrics.")
+    p.add_argument("study")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's embedded store)")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("validate", help="check a study file and print its trial plan", description="Validate a study file and print the expanded trial plan. Trains nothing.")
     p.add_argument("study")

@@ -18,3 +18,11 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("phantom")
     write_phantom_cohort(SMALL_PHANTOM, out)
     return out
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Same CPU setting as trial workers (salient.platform.stages.configure_torch): torch 2.13's
+    # oneDNN AVX-512 1x1-conv backward kernel segfaults on some inputs.
+    import torch
+
+    torch.backends.mkldnn.enabled = False

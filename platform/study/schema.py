@@ -185,6 +185,7 @@ class EvaluationSpec(Frozen):
 
     prevalences: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04, 0.05)
     test_fraction: float = Field(0.5, gt=0, lt=1, description="share of non-seed subjects held out")
+    prevalence_draws: int = Field(10, ge=1, description="seeded test subsamples averaged per prevalence")
     bootstrap: int = Field(200, ge=0)
     ci: float = Field(0.95, gt=0, lt=1)
 

@@ -1,0 +1,265 @@
+"""`platform run`: a study end to end (plan, show what is cached, run on Ray Tune, log to MLflow).
+
+Resume is the same command run again (``--resume`` only says so explicitly): finished stages
+come from the stage cache, finished Tune trials from their checkpoints, and trials already
+logged to MLflow are recognised by their key, so nothing is retrained or logged twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from salient.platform.errors import PlatformError
+from salient.platform.stage_cache import CODE_VERSION, StageCache
+from salient.platform.study import Plan, Study, build_plan, load_study
+
+__all__ = ["StudyRun", "output_dir_problem", "run_study", "study_key", "study_status"]
+
+MIN_FREE_BYTES = 200 * 2**20
+
+
+def study_key(study: Study) -> str:
+    """Identity of a study's resolved content (not its file name or output folder) + code version."""
+    content = study.model_dump(mode="json", exclude={"source_file", "output_dir", "tracking", "ray", "resources"})
+    return hashlib.sha256(json.dumps([content, CODE_VERSION], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot hold a study's outputs (checked before anything trains), or None."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return f"output_dir {path} is not writable: {exc.strerror or exc}"
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        return f"output_dir {path} has only {free / 2**20:.0f} MiB free; at least {MIN_FREE_BYTES / 2**20:.0f} MiB needed"
+    return None
+
+
+@dataclass
+class _Progress:
+    """The live terminal view: one row per trial, a summary line with counts and an ETA."""
+
+    plan: Plan
+    total: int
+    started: float = field(default_factory=time.time)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished_at: list[float] = field(default_factory=list)
+
+    def event(self, tune_id: str, status: str, info: dict[str, Any]) -> None:
+        row = self.rows.setdefault(tune_id, {"cell": info.get("cell", "?"), "stages": []})
+        row["status"] = status
+        if info.get("stage") and info["stage"] != "done":
+            row["stages"].append(info["stage"] + (" (cached)" if info.get("reused") else ""))
+        if status == "done":
+            self.finished_at.append(time.time())
+
+    def render(self) -> Table:
+        done = sum(r["status"] == "done" for r in self.rows.values())
+        running = sum(r["status"] in ("running", "retrying") for r in self.rows.values())
+        failed = sum(r["status"] == "failed" for r in self.rows.values())
+        elapsed = time.time() - self.started
+        eta = "?"
+        if done:
+            eta = f"{elapsed / done * max(self.total - done, 0):.0f}s"
+        table = Table(title=f"trials: {done}/{self.total} done, {running} running, {failed} failed; "
+                            f"elapsed {elapsed:.0f}s, ETA {eta}")
+        for col in ("trial", "values", "status", "stages"):
+            table.add_column(col, overflow="fold")
+        cells = {t.trial_id: t for t in self.plan.trials}
+        for row in sorted(self.rows.values(), key=lambda r: r["cell"]):
+            params = cells[row["cell"]].params if row["cell"] in cells else {}
+            table.add_row(row["cell"], ", ".join(f"{k}={v}" for k, v in params.items()), row["status"],
+                          " > ".join(row["stages"][-6:]))
+        return table
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """What ``run_study`` did, for callers and tests."""
+
+    parent_run_id: str
+    tracking_uri: str
+    outcomes: list[Any]
+    failed: list[str]
+    trained: list[str]
+    reused: list[str]
+
+
+def _tracker(study: Study, tracking_uri: str | None) -> Any:
+    from salient.platform.tracking import Tracker, default_tracking_uri
+
+    uri = tracking_uri or study.tracking.uri or default_tracking_uri(study.output_dir)
+    artifacts = None
+    if uri.startswith("sqlite:///") and not (tracking_uri or study.tracking.uri):
+        artifacts = (study.output_dir / "mlartifacts").resolve().as_uri()
+    return Tracker(uri, study.tracking.experiment or study.name, artifact_location=artifacts)
+
+
+def _preview(study: Study, plan: Plan, cohort: Any, console: Console) -> tuple[list[str], list[str]]:
+    """Print which stages will be reused and which trained; returns (trained, reused) keys."""
+    from salient.platform.stages import plan_trial
+
+    if plan.sampled:
+        console.print("sampled search space: stage reuse is decided per sampled configuration at run time")
+        return [], []
+    cache = StageCache(study.output_dir / "stage_cache")
+    pool_dose = max([float(t.params.get("dose", 0.0)) for t in plan.trials] + [0.0])
+    todo: dict[str, str] = {}
+    for cell in plan.trials:
+        for name, key in plan_trial(study, cell.params, cell.repeat, pool_dose, cohort).keys.items():
+            todo[str(key)] = name
+    reused = [k for k in todo if cache.has(_key(k))]
+    trained = [k for k in todo if k not in reused]
+    table = Table(title="stages (distinct outputs across all trials)")
+    for col in ("stage", "reuse from cache", "train"):
+        table.add_column(col)
+    for name in ("mask_vae", "diffusion", "ucmt", "pool", "detector", "aggregator"):
+        r = sum(todo[k] == name for k in reused)
+        t = sum(todo[k] == name for k in trained)
+        if r or t:
+            table.add_row(name, str(r), str(t))
+    console.print(table)
+    return trained, reused
+
+
+def _key(text: str) -> Any:
+    from salient.platform.stage_cache import StageKey
+
+    stage, key = text.split("/", 1)
+    return StageKey(stage, key)
+
+
+def _write_results_csv(outcomes: list[Any], path: Path) -> None:
+    rows = [{"trial": o.trial_id, "repeat": o.repeat, **o.params, **o.metrics} for o in outcomes]
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_study(study_path: str | Path, tracking_uri: str | None = None, address: str | None = None,
+              resume: bool = False, console: Console | None = None) -> StudyRun:
+    """Run (or resume) a study; raises PlatformError for bad input, returns what happened."""
+    from salient.platform.cohort.prepare import load_cohort
+    from salient.platform.tracking import git_revision
+    from salient.platform.tune_adapter import TrialOutcome, run_with_tune
+
+    console = console or Console()
+    study = load_study(study_path)
+    plan = build_plan(study)
+    if (problem := output_dir_problem(study.output_dir)) is not None:
+        raise PlatformError(problem)
+    key = study_key(study)
+    tracker = _tracker(study, tracking_uri)
+    console.print(f"[bold]study[/] {study.name} ({study_path}): {plan.n_trials} trials, "
+                  f"{plan.n_evaluations} evaluations; outputs in {study.output_dir.resolve()}")
+    console.print(f"MLflow tracking URI: {tracker.uri} (experiment {study.tracking.experiment or study.name})")
+    cohort = load_cohort(study.cohort, study.output_dir, progress=True)
+    trained, reused = _preview(study, plan, cohort, console)
+    resolved = study.model_dump(mode="json")
+    params = {"study_file": str(study_path), "study_key": key, "code_version": CODE_VERSION,
+              "git_revision": git_revision(), "cohort_fingerprint": cohort.fingerprint,
+              "n_trials": plan.n_trials, "sampler": study.sampler.name, "preset": study.stages.preset}
+    parent, resumed = tracker.start_study(key, study.name, params, {"salient.kind": "study"})
+    if resume and not resumed:
+        console.print("--resume: no earlier run of this study was found; starting it")
+    elif resumed:
+        console.print(f"resuming study run {parent}: finished stages and trials are reused")
+    with tempfile.TemporaryDirectory() as d:
+        resolved_path = Path(d) / "study.resolved.yaml"
+        resolved_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+        tracker.log_parent_artifact(resolved_path)
+    logged = set(tracker.logged_trials())
+    tune_params = {"git_revision": params["git_revision"], "cohort_fingerprint": cohort.fingerprint,
+                   "code_version": CODE_VERSION}
+
+    def log_outcome(o: TrialOutcome) -> None:
+        if o.trial_key in logged:
+            return
+        run_params = {**o.params, "repeat": o.repeat, "config_hash": o.trial_key, **tune_params,
+                      **{f"stage_key.{k}": v for k, v in o.stage_keys.items()}}
+        stage_tags = {"salient.stages": json.dumps(o.stages)[:5000]}
+        artifacts = [Path(o.checkpoint_dir) / n for n in ("trial_result.json", "samples.png")] if o.checkpoint_dir else []
+        tracker.log_trial(o.trial_key, o.trial_id, run_params, o.metrics, stage_tags, artifacts)
+        logged.add(o.trial_key)
+
+    progress = _Progress(plan, plan.n_trials)
+    experiment = f"{study.name}-{key[:8]}"
+    status = "FAILED"
+    try:
+        with Live(progress.render(), console=console, refresh_per_second=1, transient=False) as live:
+            def on_event(tune_id: str, state: str, info: dict[str, Any]) -> None:
+                progress.event(tune_id, state, info)
+                live.update(progress.render())
+
+            outcomes, failed = run_with_tune(study, plan, cohort, study.output_dir, experiment, address,
+                                             on_event, log_outcome)
+        for o in outcomes:  # trials restored as finished by Tune report no completion event
+            log_outcome(o)
+        _summary(console, study, outcomes)
+        with tempfile.TemporaryDirectory() as d:
+            results = Path(d) / "results.csv"
+            if outcomes:
+                _write_results_csv(outcomes, results)
+                tracker.log_parent_artifact(results)
+        status = "FINISHED" if not failed else "FAILED"
+        return StudyRun(parent, tracker.uri, outcomes, failed, trained, reused)
+    finally:
+        tracker.finish_study(status)
+
+
+def _summary(console: Console, study: Study, outcomes: list[Any]) -> None:
+    table = Table(title="results (subject-level, mean over prevalence draws)")
+    names = sorted({k for o in outcomes for k in o.params})
+    metric_cols = [f"auprc_p{p:g}" for p in study.evaluation.prevalences] + ["auroc"]
+    for col in ["trial", *names, *metric_cols]:
+        table.add_column(col)
+    for o in sorted(outcomes, key=lambda o: o.trial_id):
+        table.add_row(o.trial_id, *[str(o.params.get(n, "-")) for n in names],
+                      *[f"{o.metrics[m]:.3f}" if m in o.metrics else "-" for m in metric_cols])
+    console.print(table)
+
+
+def study_status(study_path: str | Path, tracking_uri: str | None, console: Console) -> int:
+    """Print each planned trial's state: logged to MLflow (with metrics), stages cached, or not run."""
+    study = load_study(study_path)
+    plan = build_plan(study)
+    key = study_key(study)
+    tracker = _tracker(study, tracking_uri)
+    runs = [r for r in tracker._find(f"tags.`salient.study_key` = '{key}'") if "mlflow.parentRunId" not in r.data.tags]
+    if not runs:
+        console.print(f"study {study.name}: not started (no MLflow run at {tracker.uri})")
+        return 0
+    parent = runs[0]
+    tracker.parent_id = parent.info.run_id
+    children = tracker._find(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    table = Table(title=f"study {study.name}: run {parent.info.run_id} ({parent.info.status})")
+    names = sorted({k for t in plan.trials for k in t.params})
+    for col in ["run", *names, "status", "auprc", "auroc"]:
+        table.add_column(col)
+    for r in sorted(children, key=lambda r: r.info.run_name or ""):
+        table.add_row(r.info.run_name or r.info.run_id, *[r.data.params.get(n, "-") for n in names], r.info.status,
+                      f"{r.data.metrics.get('auprc', float('nan')):.3f}", f"{r.data.metrics.get('auroc', float('nan')):.3f}")
+    console.print(table)
+    done = sum(r.info.status == "FINISHED" for r in children)
+    console.print(f"{done}/{plan.n_trials} trials logged")
+    return 0

@@ -1,0 +1,139 @@
+"""Content-addressed cache of stage outputs.
+
+A stage output is stored under ``ROOT/<stage>/<key>/`` where ``key`` hashes everything that
+determines it: the stage's config, the data split, the upstream stages' keys and the code
+version. A rerun, a resumed study or a second study that shares a stage finds the finished
+output and trains nothing.
+
+Writes are atomic (a temporary folder renamed into place), so a killed process never leaves a
+half-written entry that would later be read as finished. Two trials that need the same stage at
+the same time serialise on a file lock: the first trains, the second waits and reuses.
+Partial training state (``checkpoint.pt`` next to the entry) lets a retried stage continue from
+its last checkpoint instead of from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+
+__all__ = ["CODE_VERSION", "StageCache", "StageKey", "code_version", "stage_key"]
+
+
+def code_version() -> str:
+    """Hash of the model code and the stage code: editing either invalidates cached outputs."""
+    h = hashlib.sha256()
+    for package in ("salient.models",):
+        spec = importlib.util.find_spec(package)
+        assert spec is not None and spec.submodule_search_locations is not None
+        for folder in spec.submodule_search_locations:
+            for path in sorted(Path(folder).glob("*.py")):
+                h.update(path.name.encode())
+                h.update(path.read_bytes())
+    for module in ("salient.platform.stages", "salient.platform.slices", "salient.platform.splits"):
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin is not None
+        h.update(Path(spec.origin).read_bytes())
+    return h.hexdigest()[:12]
+
+
+CODE_VERSION = code_version()
+
+
+@dataclass(frozen=True)
+class StageKey:
+    stage: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.stage}/{self.key}"
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def stage_key(stage: str, config: Any, upstream: tuple[StageKey, ...] = (), **data: Any) -> StageKey:
+    """The cache key of a stage: config + data identity + upstream keys + code version."""
+    payload = {"stage": stage, "config": _canonical(config), "data": _canonical(data),
+               "upstream": [str(u) for u in upstream], "code": CODE_VERSION}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    return StageKey(stage, digest)
+
+
+class StageCache:
+    """Finished stage outputs (``output.pt`` + ``meta.json``) under one root folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def entry(self, key: StageKey) -> Path:
+        return self.root / key.stage / key.key
+
+    def has(self, key: StageKey) -> bool:
+        return (self.entry(key) / "meta.json").is_file()
+
+    def load(self, key: StageKey) -> Any:
+        return torch.load(self.entry(key) / "output.pt", weights_only=True)
+
+    def meta(self, key: StageKey) -> dict[str, Any]:
+        return json.loads((self.entry(key) / "meta.json").read_text())
+
+    def checkpoint_path(self, key: StageKey) -> Path:
+        return self.root / key.stage / f"{key.key}.checkpoint.pt"
+
+    def save_checkpoint(self, key: StageKey, state: Any) -> None:
+        path = self.checkpoint_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, key: StageKey) -> Any | None:
+        path = self.checkpoint_path(key)
+        return torch.load(path, weights_only=True) if path.is_file() else None
+
+    def _store(self, key: StageKey, output: Any, meta: dict[str, Any]) -> None:
+        final = self.entry(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key.key}."))
+        torch.save(output, tmp / "output.pt")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        if final.exists():  # an unfinished leftover (no meta.json): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self.checkpoint_path(key).unlink(missing_ok=True)
+
+    def get_or_compute(self, key: StageKey, compute: Callable[[], tuple[Any, dict[str, Any]]]) -> tuple[Any, bool]:
+        """Return ``(output, reused)``; ``compute`` returns ``(output, meta)`` and runs at most once.
+
+        ``output`` must be made of tensors, numbers, strings, lists and dicts (it is saved with
+        ``torch.save`` and read back with ``weights_only=True``).
+        """
+        if self.has(key):
+            return self.load(key), True
+        (self.root / key.stage).mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / key.stage / f"{key.key}.lock")):
+            if self.has(key):  # another trial finished it while we waited
+                return self.load(key), True
+            output, meta = compute()
+            self._store(key, output, {**meta, "stage": key.stage, "key": key.key})
+            return output, False

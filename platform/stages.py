@@ -1,0 +1,425 @@
+"""The stages of one trial, each cached by content (see :mod:`salient.platform.stage_cache`).
+
+    split -> MaskVAE3D -> diffusion -> UCMT -> synthetic pool -> detector(dose) -> aggregator
+          -> evaluation at every prevalence
+
+Generators (MaskVAE3D, diffusion, UCMT) train on the labeled seed only (UCMT also sees
+unlabeled training slices, never test slices). The synthetic pool is drawn once per generator at
+the study's largest dose and shuffled once; a detector at dose d takes the first
+``round(d * real positive slices)`` pairs, so doses are nested subsets of one pool.
+
+Synthetic pairs: a MaskVAE3D mask volume is sliced over a lesion extent taken from a seed
+subject and placed in a healthy training host; each slice is synthesised by the diffusion model
+conditioned on that mask and the host's neighbouring slices (anatomical context), and the frozen
+UCMT teacher labels it. The pair (synthetic slice, pseudo-label) is a positive training slice.
+
+Nothing here knows about Ray or MLflow: ``report`` is a plain callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from salient.models.aggregator import AggregatorTrainer, pad_sequences
+from salient.models.configs import AggregatorConfig, DetectorConfig, DiffusionConfig, MaskVAEConfig, UCMTConfig
+from salient.models.detector import DetectorTrainer, MaskGuidedResNet
+from salient.models.diffusion import ConditionalDiffusion, DiffusionBatch, DiffusionTrainer
+from salient.models.mask_vae import MaskVAE3D, MaskVAETrainer, mask_to_volume, slice_volume
+from salient.models.metrics import attention_overlap, band_energy_stats, dice_score, frechet_distance, random_conv_extractor
+from salient.models.ucmt import DeepLabV3Plus, UCMTTrainer
+from salient.platform.cohort.prepare import LoadedCohort
+from salient.platform.cohort.preprocess import PreprocessedSubject
+from salient.platform.evaluation import evaluate_subjects
+from salient.platform.slices import SliceSet, neighbour_stack, slice_set, triplets
+from salient.platform.splits import Split, make_split
+from salient.platform.stage_cache import StageCache, StageKey, stage_key
+from salient.platform.study.plan import apply_params
+from salient.platform.study.schema import StagesSpec, Study
+
+__all__ = ["StageEvent", "TrialPlan", "TrialResult", "configure_torch", "derive_seed", "plan_trial", "run_trial"]
+
+log = logging.getLogger(__name__)
+CHECKPOINTS_PER_STAGE = 5  # partial-state saves per stage: a retried stage loses at most 1/5
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    stage: str
+    key: StageKey
+    reused: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    metrics: dict[str, float]
+    stage_keys: dict[str, str]
+    split_fingerprint: str
+    n_real_positive_slices: int
+    n_synthetic: int
+
+
+def configure_torch(threads: int) -> None:
+    """Process-wide torch settings for a trial worker.
+
+    oneDNN is turned off on the CPU: torch 2.13's oneDNN AVX-512 1x1-convolution
+    backward-weights kernel (``jit_avx512_common_1x1_convolution_bwd_weights_t``) segfaults on
+    some inputs on our CPU machines (seen in UCMT training; gdb backtrace in the commit message).
+    The native kernels are slower but correct. GPUs are unaffected (cuDNN does not use it).
+    """
+    torch.set_num_threads(max(1, threads))
+    torch.backends.mkldnn.enabled = False
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from any tuple of parts (study seed, repeat, stage name, ...)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _asdict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _every(total: int) -> int:
+    return max(1, math.ceil(total / CHECKPOINTS_PER_STAGE))
+
+
+# -- generator stages ---------------------------------------------------------------------------
+
+
+def train_mask_vae(cfg: MaskVAEConfig, masks: list[np.ndarray], seed: int, cache: StageCache, key: StageKey) -> tuple[dict[str, Any], dict[str, Any]]:
+    vols = [v for v in (mask_to_volume(m, cfg.volume_size) for m in masks) if v is not None]
+    if not vols:
+        raise ValueError("MaskVAE3D needs at least one seed subject with a non-empty mask")
+    trainer = MaskVAETrainer(MaskVAE3D(cfg), torch.from_numpy(np.stack(vols)), seed=seed)
+    if (state := cache.load_checkpoint(key)) is not None:
+        trainer.load_state_dict(state)
+    every = _every(cfg.epochs)
+    losses = trainer.train(on_epoch=lambda e, _: cache.save_checkpoint(key, trainer.state_dict()) if e % every == 0 else None)
+    return {"ema": trainer.ema.module.state_dict()}, {"n_volumes": len(vols), "final_loss": losses[-1] if losses else None}
+
+
+def train_diffusion(cfg: DiffusionConfig, data: SliceSet, seed: int, cache: StageCache, key: StageKey) -> tuple[dict[str, Any], dict[str, Any]]:
+    model = ConditionalDiffusion(cfg)
+    trainer = DiffusionTrainer(model, DiffusionBatch(data.image, data.mask, data.neighbours), seed=seed)
+    if (state := cache.load_checkpoint(key)) is not None:
+        trainer.load_state_dict(state)
+    every, losses = _every(cfg.train_steps), []
+    while trainer.step < cfg.train_steps:
+        losses += trainer.train(steps=every)
+        cache.save_checkpoint(key, trainer.state_dict())
+    first = float(np.mean(losses[: max(1, len(losses) // 10)])) if losses else None
+    last = float(np.mean(losses[-max(1, len(losses) // 10):])) if losses else None
+    return {"ema": trainer.ema.module.state_dict()}, {"n_slices": len(data), "loss_first": first, "loss_last": last}
+
+
+def train_ucmt(cfg: UCMTConfig, labeled: SliceSet, unlabeled: torch.Tensor, seed: int, cache: StageCache, key: StageKey) -> tuple[dict[str, Any], dict[str, Any]]:
+    trainer = UCMTTrainer(cfg, (labeled.image, labeled.mask), unlabeled, seed=seed)
+    if (state := cache.load_checkpoint(key)) is not None:
+        trainer.load_state_dict(state)
+    every = _every(cfg.train_steps)
+    losses = trainer.train(on_step=lambda s, _: cache.save_checkpoint(key, trainer.state_dict()) if s % every == 0 else None)
+    return {"teacher": trainer.teacher.module.state_dict()}, {"n_labeled": len(labeled), "n_unlabeled": int(unlabeled.shape[0]),
+                                                           "final_loss": losses[-1] if losses else None}
+
+
+def _ucmt_labels(cfg: UCMTConfig, state: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    net = DeepLabV3Plus(cfg)
+    net.load_state_dict(state)
+    net.eval()
+    with torch.no_grad():
+        return torch.cat([(torch.sigmoid(net(images[i : i + 64])) > cfg.threshold).float() for i in range(0, len(images), 64)]) if len(images) else images
+
+
+def synthesize_pool(diff_cfg: DiffusionConfig, diff_state: Mapping[str, torch.Tensor], vae_cfg: MaskVAEConfig,
+                    vae_state: Mapping[str, torch.Tensor], ucmt_cfg: UCMTConfig, ucmt_state: Mapping[str, torch.Tensor],
+                    hosts: list[PreprocessedSubject], extents: list[tuple[int, int]], n_target: int, seed: int,
+                    real_lesion_slices: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Draw ``n_target`` paired synthetic slices (see the module docstring for the recipe)."""
+    if not hosts or not extents:
+        raise ValueError("synthesis needs at least one host subject and one seed lesion extent")
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    vae = MaskVAE3D(vae_cfg)
+    vae.load_state_dict(vae_state)
+    vae.eval()
+    diffusion = ConditionalDiffusion(diff_cfg)
+    diffusion.load_state_dict(diff_state)
+    diffusion.eval()
+    hw = hosts[0].image.shape[1:]
+    masks, neigh, host_ctx, block_pos = [], [], [], []  # block_pos: (block id, z within block, block length)
+    n_blocks = 0
+    n_lesion = 0
+    while n_lesion < n_target and n_blocks < 50 * max(n_target, 1):
+        vol = vae.sample(1, generator=g)[0]
+        z0, length = extents[rng.integers(len(extents))]
+        host = hosts[rng.integers(len(hosts))]
+        z0 = min(z0, host.image.shape[0] - length)
+        m = slice_volume(vol, length, hw)  # (L, 1, H, W)
+        keep = m.flatten(1).amax(1) > 0.5
+        n_blocks += 1
+        if not keep.any():
+            continue
+        n_lesion += int(keep.sum())
+        zs = np.arange(z0, z0 + length)
+        masks.append(m)
+        neigh.append(torch.from_numpy(neighbour_stack(host.image, diff_cfg.neighbour_offsets)[zs]).float())
+        host_ctx.append(torch.from_numpy(triplets(host.image)[zs]).float())
+        block_pos += [(len(masks) - 1, i, length, bool(keep[i])) for i in range(length)]
+    if not masks:
+        raise RuntimeError("MaskVAE3D produced only empty masks; it is undertrained (raise mask_vae.epochs)")
+    mask_all, neigh_all, ctx_all = torch.cat(masks), torch.cat(neigh), torch.cat(host_ctx)
+    images = torch.cat([diffusion.sample(mask_all[i : i + 64], neigh_all[i : i + 64], diff_cfg.guidance, generator=g)
+                        for i in range(0, len(mask_all), 64)])
+    # Detector triplets: synthetic neighbours inside the synthetic block, the host's outside it.
+    trip = ctx_all.clone()
+    starts = np.cumsum([0] + [m.shape[0] for m in masks])
+    for j, (b, i, length, _) in enumerate(block_pos):
+        trip[j, 1] = images[j, 0]
+        if i > 0:
+            trip[j, 0] = images[starts[b] + i - 1, 0]
+        if i < length - 1:
+            trip[j, 2] = images[starts[b] + i + 1, 0]
+    lesion = torch.tensor([p[3] for p in block_pos])
+    images, trip, mask_all = images[lesion], trip[lesion], mask_all[lesion]
+    pseudo = _ucmt_labels(ucmt_cfg, ucmt_state, images)
+    order = torch.randperm(len(images), generator=g)[:n_target]
+    pool = {"image": images[order], "triplet": trip[order], "cond_mask": mask_all[order], "pseudo_mask": pseudo[order]}
+    return pool, _realism(pool, real_lesion_slices)
+
+
+def _realism(pool: Mapping[str, torch.Tensor], real: torch.Tensor) -> dict[str, Any]:
+    """Mask fidelity, wavelet band energies and a Frechet distance, synthetic vs real lesion slices."""
+    syn = pool["image"]
+    fidelity = [dice_score(p, c) for p, c in zip(pool["pseudo_mask"], pool["cond_mask"], strict=True)]
+    extractor = random_conv_extractor()
+    out: dict[str, Any] = {"n_synthetic": len(syn), "mask_dice": float(np.mean(fidelity)) if fidelity else None,
+                           "feature_extractor": extractor.name}
+    if len(syn) >= 2 and len(real) >= 2:
+        out["frechet_distance"] = frechet_distance(extractor(real), extractor(syn))
+        for name, arr in band_energy_stats(syn).items():
+            out[f"synthetic_{name}"] = float(np.mean(arr))
+        for name, arr in band_energy_stats(real).items():
+            out[f"real_{name}"] = float(np.mean(arr))
+    return out
+
+
+# -- detector stages -----------------------------------------------------------------------------
+
+
+def _detector_input(cfg: DetectorConfig, s: SliceSet) -> torch.Tensor:
+    return s.triplet if cfg.input_mode == "triplet" else s.image
+
+
+def train_detector(cfg: DetectorConfig, real: SliceSet, synthetic: Mapping[str, torch.Tensor] | None, seed: int,
+                   cache: StageCache, key: StageKey) -> tuple[dict[str, Any], dict[str, Any]]:
+    x, y, m = _detector_input(cfg, real), real.has_lesion.float(), real.mask
+    n_syn = 0
+    if synthetic is not None and len(synthetic["image"]):
+        xs = synthetic["triplet"] if cfg.input_mode == "triplet" else synthetic["image"]
+        n_syn = len(xs)
+        x, y, m = torch.cat([x, xs]), torch.cat([y, torch.ones(n_syn)]), torch.cat([m, synthetic["pseudo_mask"]])
+    trainer = DetectorTrainer(cfg, x, y, m, seed=seed)
+    if (state := cache.load_checkpoint(key)) is not None:
+        trainer.load_state_dict(state)
+    every = _every(cfg.epochs)
+    history = trainer.train(on_epoch=lambda e, _: cache.save_checkpoint(key, trainer.state_dict()) if e % every == 0 else None)
+    return {"model": trainer.model.state_dict()}, {"n_slices": len(x), "n_synthetic": n_syn, "loss": history}
+
+
+def _subject_embeddings(det: MaskGuidedResNet, cfg: DetectorConfig, data: SliceSet, ids: tuple[str, ...]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    x = _detector_input(cfg, data)
+    emb = det.embed(x)
+    with torch.no_grad():
+        prob = torch.cat([torch.sigmoid(det(x[i : i + 64])[0]) for i in range(0, len(x), 64)])
+    subj = np.asarray(data.subject)
+    seqs = [emb[torch.from_numpy(subj == sid)] for sid in ids]
+    max_slice = torch.stack([prob[torch.from_numpy(subj == sid)].max() for sid in ids])
+    return seqs, max_slice
+
+
+def train_aggregator(cfg: AggregatorConfig, det_cfg: DetectorConfig, det_state: Mapping[str, torch.Tensor],
+                     train: SliceSet, train_ids: tuple[str, ...], train_labels: torch.Tensor,
+                     test: SliceSet, test_ids: tuple[str, ...], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    det = MaskGuidedResNet(det_cfg)
+    det.load_state_dict(det_state)
+    det.eval()
+    seqs, _ = _subject_embeddings(det, det_cfg, train, train_ids)
+    x, pad = pad_sequences(seqs, cfg.max_len)
+    trainer = AggregatorTrainer(cfg, x, pad, train_labels, seed=seed)
+    history = trainer.train()
+    test_seqs, test_max = _subject_embeddings(det, det_cfg, test, test_ids)
+    xt, padt = pad_sequences(test_seqs, cfg.max_len)
+    scores = trainer.predict(xt, padt)
+    # Saliency check: how much of the deep attention falls inside the lesion on test lesion slices.
+    lesion = test.has_lesion
+    overlap = float("nan")
+    if lesion.any():
+        with torch.no_grad():
+            _, att = det(_detector_input(det_cfg, test)[lesion][:128])
+        overlap = float(np.mean(attention_overlap(att[-1], test.mask[lesion][:128])))
+    return ({"scores": scores, "max_slice": test_max},
+            {"loss": history, "attention_overlap": overlap})
+
+
+# -- the trial --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything that determines a trial, resolved before anything trains (plan, then execute)."""
+
+    params: dict[str, Any]
+    repeat: int
+    stages: StagesSpec
+    split: Split
+    n_real_positive: int  # lesion slices of the labeled seed
+    n_synthetic: int  # requested: round(dose * n_real_positive)
+    n_pool: int  # pool size: round(pool_dose * n_real_positive)
+    keys: dict[str, StageKey]
+
+    @property
+    def trial_key(self) -> str:
+        """Identity of the trial's result (last stage key + its values), to find it again in MLflow."""
+        text = self.keys["aggregator"].key + repr(sorted((k, repr(v)) for k, v in self.params.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def plan_trial(study: Study, params: Mapping[str, Any], repeat: int, pool_dose: float, cohort: LoadedCohort) -> TrialPlan:
+    """Resolve a trial's configs, split and stage cache keys without training anything.
+
+    Args:
+        params: the trial's search-space values (``dose``, ``seed_size``, ``STAGE.FIELD`` ...).
+        pool_dose: the largest dose of the study: the synthetic pool is sized for it.
+        cohort: the manifest records and every preprocessed subject (see :class:`LoadedCohort`).
+    """
+    stages = apply_params(study.stages, dict(params))
+    dose = float(params.get("dose", 0.0))
+    if dose < 0 or dose > pool_dose:
+        raise ValueError(f"dose {dose} must be within [0, pool_dose={pool_dose}]")
+    seed_size = int(params["seed_size"]) if "seed_size" in params else _all_train_positives(cohort, repeat, study)
+    split = make_split(cohort.records, seed_size, repeat, study.seed, study.evaluation.test_fraction)
+    n_real_pos = sum(int(cohort.subjects[s].mask.reshape(cohort.subjects[s].mask.shape[0], -1).any(axis=1).sum())
+                     for s in split.seed_positive)
+    n_syn, n_pool = round(dose * n_real_pos), round(pool_dose * n_real_pos)
+    base = {"cohort": cohort.fingerprint, "repeat": repeat, "seed": study.seed}
+    keys: dict[str, StageKey] = {}
+    upstream: tuple[StageKey, ...] = ()
+    if n_syn > 0:
+        keys["mask_vae"] = stage_key("mask_vae", _asdict(stages.mask_vae), data=split.seed_positive, **base)
+        # Guidance only affects sampling: generators that differ only in guidance share training.
+        diff_train_cfg = {k: v for k, v in _asdict(stages.diffusion).items() if k != "guidance"}
+        keys["diffusion"] = stage_key("diffusion", diff_train_cfg, data=split.seed_positive, **base)
+        keys["ucmt"] = stage_key("ucmt", _asdict(stages.ucmt), data=(split.seed_positive, split.unlabeled, split.train_negative), **base)
+        keys["pool"] = stage_key("pool", {"guidance": _asdict(stages.diffusion.guidance), "n": n_pool},
+                                 (keys["mask_vae"], keys["diffusion"], keys["ucmt"]), hosts=split.train_negative, **base)
+        upstream = (keys["pool"],)
+    keys["detector"] = stage_key("detector", _asdict(stages.detector), upstream, data=split.labeled, n_synthetic=n_syn, **base)
+    keys["aggregator"] = stage_key("aggregator", {"aggregator": _asdict(stages.aggregator), "evaluation": study.evaluation.model_dump(mode="json")},
+                                   (keys["detector"],), test=split.test, **base)
+    return TrialPlan(dict(params), repeat, stages, split, n_real_pos, n_syn, n_pool, keys)
+
+
+def run_trial(study: Study, trial: TrialPlan, cohort: LoadedCohort, cache: StageCache,
+              report: Callable[[StageEvent], None] | None = None) -> TrialResult:
+    """Run (or reuse) every stage of a planned trial and return its metrics."""
+    subjects, split, stages, keys, repeat = cohort.subjects, trial.split, trial.stages, trial.keys, trial.repeat
+    split.assert_disjoint()
+
+    def stage(name: str, compute: Callable[[], tuple[Any, dict[str, Any]]]) -> Any:
+        start = time.perf_counter()
+        out, reused = cache.get_or_compute(keys[name], compute)
+        if report is not None:
+            report(StageEvent(name, keys[name], reused, time.perf_counter() - start))
+        return out
+
+    seed_set = slice_set(subjects, split.seed_positive, stages.diffusion.neighbour_offsets)
+    lesion_slices = seed_set.select(torch.nonzero(seed_set.has_lesion).flatten())
+    pool: dict[str, torch.Tensor] | None = None
+    n_syn = 0
+    if "pool" in keys:
+        vae = stage("mask_vae", lambda: train_mask_vae(
+            stages.mask_vae, [subjects[s].mask for s in split.seed_positive], derive_seed(study.seed, repeat, "mask_vae"),
+            cache, keys["mask_vae"]))
+        diff = stage("diffusion", lambda: train_diffusion(
+            stages.diffusion, seed_set, derive_seed(study.seed, repeat, "diffusion"), cache, keys["diffusion"]))
+        ucmt = stage("ucmt", lambda: train_ucmt(
+            stages.ucmt, _ucmt_labeled(seed_set, repeat, study.seed),
+            _ucmt_unlabeled(subjects, split, repeat, study.seed, 8 * max(trial.n_real_positive, 16)),
+            derive_seed(study.seed, repeat, "ucmt"), cache, keys["ucmt"]))
+        hosts = [subjects[s] for s in split.train_negative] or [subjects[s] for s in split.seed_positive]
+        extents = _lesion_extents([subjects[s].mask for s in split.seed_positive])
+        full_pool = stage("pool", lambda: synthesize_pool(
+            stages.diffusion, diff["ema"], stages.mask_vae, vae["ema"], stages.ucmt, ucmt["teacher"], hosts, extents,
+            trial.n_pool, derive_seed(study.seed, repeat, "pool"), lesion_slices.image))
+        pool = {k: v[: trial.n_synthetic] for k, v in full_pool.items()}  # nested subsets of one pool
+        n_syn = len(pool["image"])  # the pool can fall short if the mask VAE draws empty masks
+    labeled = slice_set(subjects, split.labeled, stages.diffusion.neighbour_offsets)
+    det = stage("detector", lambda: train_detector(
+        stages.detector, labeled, pool, derive_seed(study.seed, repeat, "detector"), cache, keys["detector"]))
+    test = slice_set(subjects, split.test, stages.diffusion.neighbour_offsets)
+    train_labels = torch.tensor([float(subjects[s].label) for s in split.labeled])
+    agg = stage("aggregator", lambda: train_aggregator(
+        stages.aggregator, stages.detector, det["model"], labeled, split.labeled, train_labels, test, split.test,
+        derive_seed(study.seed, repeat, "aggregator")))
+    ev = study.evaluation
+    y = np.array([subjects[s].label for s in split.test])
+    tvr = np.array([subjects[s].tvr or 0.0 for s in split.test])
+    eval_seed = derive_seed(study.seed, repeat, "evaluation")
+    metrics = evaluate_subjects(y, agg["scores"].numpy(), ev.prevalences, draws=ev.prevalence_draws,
+                                bootstrap=ev.bootstrap, ci=ev.ci, seed=eval_seed, tvr=tvr)
+    max_slice = evaluate_subjects(y, agg["max_slice"].numpy(), ev.prevalences, draws=ev.prevalence_draws,
+                                  bootstrap=0, ci=ev.ci, seed=eval_seed)
+    metrics.update({f"maxslice_{k}": v for k, v in max_slice.items() if k.startswith(("auprc", "auroc"))})
+    metrics["attention_overlap"] = cache.meta(keys["aggregator"])["attention_overlap"]
+    if "pool" in keys:
+        pool_meta = cache.meta(keys["pool"])
+        metrics.update({k if k.startswith(("synthetic_", "real_")) else f"pool_{k}": v
+                        for k, v in pool_meta.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    metrics.update({"n_real_positive_slices": float(trial.n_real_positive), "n_synthetic": float(n_syn)})
+    return TrialResult(metrics, {k: str(v) for k, v in keys.items()}, split.fingerprint(), trial.n_real_positive, n_syn)
+
+
+def _all_train_positives(cohort: LoadedCohort, repeat: int, study: Study) -> int:
+    """Default seed size when the study does not search it: every positive training subject."""
+    probe = make_split(cohort.records, 0, repeat, study.seed, study.evaluation.test_fraction)
+    marked_unlabeled = {r.subject for r in cohort.records if r.split == "unlabeled"}
+    return len([s for s in probe.unlabeled if s not in marked_unlabeled])
+
+
+def _ucmt_labeled(seed_set: SliceSet, repeat: int, study_seed: int) -> SliceSet:
+    """Lesion slices of the seed plus as many lesion-free slices (so empty masks are learned too)."""
+    lesion = torch.nonzero(seed_set.has_lesion).flatten()
+    clear = torch.nonzero(~seed_set.has_lesion).flatten()
+    g = torch.Generator().manual_seed(derive_seed(study_seed, repeat, "ucmt-labeled"))
+    chosen = torch.cat([lesion, clear[torch.randperm(len(clear), generator=g)[: max(len(lesion), 1)]]])
+    return seed_set.select(chosen)
+
+
+def _ucmt_unlabeled(subjects: Mapping[str, PreprocessedSubject], split: Split, repeat: int, study_seed: int, cap: int) -> torch.Tensor:
+    ids = split.unlabeled + split.train_negative
+    images = np.concatenate([subjects[s].image for s in ids])[:, None] if ids else np.zeros((0, 1, 1, 1), np.float32)
+    rng = np.random.default_rng(derive_seed(study_seed, repeat, "ucmt-unlabeled"))
+    return torch.from_numpy(images[rng.permutation(len(images))[:cap]]).float()
+
+
+def _lesion_extents(masks: list[np.ndarray]) -> list[tuple[int, int]]:
+    """(first slice, number of slices) of each seed lesion along z."""
+    out = []
+    for m in masks:
+        zs = np.nonzero(m.reshape(m.shape[0], -1).any(axis=1))[0]
+        if len(zs):
+            out.append((int(zs.min()), int(zs.max() - zs.min() + 1)))
+    return out
+
+

@@ -1,0 +1,278 @@
+"""The only module that talks to Ray: trials as Ray Tune trials.
+
+* Grid axes are expanded in Python (:func:`salient.platform.study.plan.build_plan`);
+  OptunaSearch rejects ``grid_search``. A grid-only study is one Tuner over the trial index.
+  A study with sampled axes runs one Tuner per grid cell, whose OptunaSearch (the study's
+  sampler and seed) draws ``sampler.n_trials`` configurations with a define-by-run space, so
+  conditional entries (``when``) are honoured.
+* The trainable is a function of its config: it restores from ``tune.get_checkpoint()`` (a
+  finished trial's checkpoint holds its result, which is re-reported without recomputing) and
+  reports after every stage with ``tune.report(dict, checkpoint=...)``. Stage outputs live in
+  the content-addressed stage cache, so a retried trial (``FailureConfig``) continues from the
+  last finished stage and from the last checkpoint inside the interrupted one.
+* Resources: a trial asks for the largest CPU/GPU request among its stages (one trial runs all
+  of its stages in one process). ``--address`` joins a running cluster; otherwise a local Ray is
+  started with this machine's CPUs. On a multi-node cluster ``output_dir`` must be on a shared
+  filesystem (the stage cache and the Tune storage path live there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune import Callback, Checkpoint
+
+from salient.platform.cohort.prepare import LoadedCohort
+from salient.platform.stage_cache import StageCache
+from salient.platform.artifacts import sample_grid_png
+from salient.platform.stages import StageEvent, configure_torch, plan_trial, run_trial
+from salient.platform.study.plan import Plan, TrialSpec
+from salient.platform.study.schema import ParamSpec, Study
+
+__all__ = ["FAIL_ONCE_ENV", "TrialOutcome", "make_sampler", "run_with_tune"]
+
+log = logging.getLogger(__name__)
+#: Test hook (fault-injection tests only): a trial fails once, after its detector stage, when
+#: this names a file that does not exist yet (the file is created before failing).
+FAIL_ONCE_ENV = "SALIENT_FAIL_ONCE"
+RESULT_FILE = "trial_result.json"
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What the driver gets back for one finished trial."""
+
+    trial_id: str
+    trial_key: str
+    repeat: int
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    stage_keys: dict[str, str]
+    stages: list[dict[str, Any]]
+    checkpoint_dir: str | None
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    """Optuna sampler by the study's sampler name (grid is expanded in Python, not here)."""
+    import optuna
+
+    factories: dict[str, Callable[[], Any]] = {
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+    }
+    if name not in factories:
+        raise ValueError(f"sampler must be one of {sorted(factories)}, got {name!r}")
+    return factories[name]()
+
+
+def _suggest(trial: Any, name: str, spec: ParamSpec) -> Any:
+    if spec.choice is not None:
+        return trial.suggest_categorical(name, list(spec.choice))
+    if spec.uniform is not None:
+        return trial.suggest_float(name, *spec.uniform, step=spec.step)
+    if spec.loguniform is not None:
+        return trial.suggest_float(name, *spec.loguniform, log=True)
+    if spec.int is not None:
+        return trial.suggest_int(name, *spec.int, step=int(spec.step or 1))
+    raise ValueError(f"{name}: grid entries are expanded in Python, not sampled")
+
+
+def _define_by_run(cell: TrialSpec, sampled: Mapping[str, ParamSpec]) -> Callable[[Any], dict[str, Any]]:
+    def space(trial: Any) -> dict[str, Any]:
+        values: dict[str, Any] = dict(cell.params)
+        for name, spec in sampled.items():  # in file order, so conditions see earlier values
+            if all(values.get(c) in allowed for c, allowed in (spec.when or {}).items()):
+                values[name] = _suggest(trial, name, spec)
+        return {"trial_index": cell.index}
+
+    return space
+
+
+def _trainable(config: dict[str, Any], study: Study, plan: Plan, pool_dose: float, cohort: LoadedCohort,
+               cache_root: str, cpus: int) -> None:
+    """One trial. ``config``: ``trial_index`` plus any sampled values."""
+    configure_torch(cpus)
+    cell = plan.trials[int(config["trial_index"])]
+    params = {**cell.params, **{k: v for k, v in config.items() if k != "trial_index"}}
+    metric = study.sampler.metric
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            done = Path(d) / RESULT_FILE
+            if done.is_file():  # finished before the driver stopped: report it again, train nothing
+                saved = json.loads(done.read_text())
+                tune.report({**saved["metrics"], "stage": "done", "restored": True}, checkpoint=checkpoint)
+                return
+    events: list[dict[str, Any]] = []
+
+    def report(event: StageEvent) -> None:
+        events.append({"stage": event.stage, "key": str(event.key), "reused": event.reused, "seconds": event.seconds})
+        tune.report({metric: float("nan"), "stage": event.stage, "reused": event.reused, "seconds": event.seconds})
+        fail_marker = os.environ.get(FAIL_ONCE_ENV)
+        if event.stage == "detector" and fail_marker and not Path(fail_marker).exists():
+            Path(fail_marker).write_text(f"failed {cell.trial_id} at {time.time()}\n")
+            raise RuntimeError(f"injected failure after the detector stage ({FAIL_ONCE_ENV}={fail_marker})")
+
+    trial_plan = plan_trial(study, params, cell.repeat, pool_dose, cohort)
+    cache = StageCache(cache_root)
+    result = run_trial(study, trial_plan, cohort, cache, report)
+    with tempfile.TemporaryDirectory() as d:
+        payload = {"metrics": result.metrics, "params": params, "stage_keys": result.stage_keys,
+                   "trial_key": trial_plan.trial_key, "stages": events, "split": result.split_fingerprint}
+        (Path(d) / RESULT_FILE).write_text(json.dumps(payload, indent=1, default=str))
+        if "pool" in trial_plan.keys:
+            pool = cache.load(trial_plan.keys["pool"])
+            sample_grid_png({k: v[: result.n_synthetic] for k, v in pool.items()}, Path(d) / "samples.png")
+        tune.report({**result.metrics, "stage": "done", "restored": False}, checkpoint=Checkpoint.from_directory(d))
+
+
+def _outcome_from_checkpoint(path: str | None, cell: TrialSpec) -> TrialOutcome | None:
+    if path is None or not (Path(path) / RESULT_FILE).is_file():
+        return None
+    saved = json.loads((Path(path) / RESULT_FILE).read_text())
+    return TrialOutcome(cell.trial_id, saved["trial_key"], cell.repeat, saved["params"], saved["metrics"], saved["stage_keys"],
+                        saved["stages"], path)
+
+
+#: Driver-side listeners by id. Tune pickles its RunConfig (callbacks included) into the
+#: experiment state, and a listener holds unpicklable things (a live terminal view, a client),
+#: so the callback keeps only the id.
+_LISTENERS: dict[str, tuple[Callable[[str, str, dict[str, Any]], None], Callable[[TrialOutcome], None]]] = {}
+
+
+class _Relay(Callback):  # type: ignore[misc]
+    """Forwards Tune's trial events to the driver's listeners (progress view, MLflow logger)."""
+
+    def __init__(self, plan: Plan, listener_id: str):
+        self.plan, self.listener_id = plan, listener_id
+
+    def on_event(self, tune_id: str, status: str, info: dict[str, Any]) -> None:
+        if self.listener_id in _LISTENERS:
+            _LISTENERS[self.listener_id][0](tune_id, status, info)
+
+    def on_done(self, outcome: TrialOutcome) -> None:
+        if self.listener_id in _LISTENERS:
+            _LISTENERS[self.listener_id][1](outcome)
+
+    def _cell(self, trial: Any) -> TrialSpec:
+        return self.plan.trials[int(trial.config["trial_index"])]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_event(trial.trial_id, "running", {"cell": self._cell(trial).trial_id})
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.on_event(trial.trial_id, "running", {"cell": self._cell(trial).trial_id, "stage": result.get("stage"),
+                                                  "reused": result.get("reused")})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_event(trial.trial_id, "failed", {"cell": self._cell(trial).trial_id})
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_event(trial.trial_id, "retrying", {"cell": self._cell(trial).trial_id})
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cell = self._cell(trial)
+        ckpt = trial.checkpoint.path if trial.checkpoint is not None else None
+        outcome = _outcome_from_checkpoint(ckpt, cell)
+        self.on_event(trial.trial_id, "done", {"cell": cell.trial_id})
+        if outcome is not None:
+            self.on_done(outcome)
+
+
+def _init_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress view replaces Tune's
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+
+
+def run_with_tune(study: Study, plan: Plan, cohort: LoadedCohort, output_dir: Path, experiment: str,
+                  address: str | None, on_event: Callable[[str, str, dict[str, Any]], None],
+                  on_done: Callable[[TrialOutcome], None]) -> tuple[list[TrialOutcome], list[str]]:
+    """Run every trial of the plan; returns the finished outcomes and the ids of failed trials.
+
+    ``experiment`` names the Tune experiment folder under ``output_dir/ray_results``; an
+    existing experiment of that name is restored (finished trials are not run again).
+    """
+    _init_ray(address)
+    res = [study.resources.for_stage(s) for s in ("mask_vae", "diffusion", "ucmt", "detector", "aggregator")]
+    cpus, gpus = max(r.cpus for r in res), max(r.gpus for r in res)
+    pool_dose = max([float(t.params.get("dose", 0.0)) for t in plan.trials] + [0.0])
+    storage = (output_dir / "ray_results").resolve()
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, study=study, plan=plan, pool_dose=pool_dose, cohort=cohort,
+                             cache_root=str((output_dir / "stage_cache").resolve()), cpus=max(1, int(cpus))),
+        {"cpu": cpus, "gpu": gpus},
+    )
+    listener_id = experiment  # stable: a restored Tuner unpickles the callback with this id
+    _LISTENERS[listener_id] = (on_event, on_done)
+    relay = _Relay(plan, listener_id)
+    run_config = tune.RunConfig(
+        storage_path=str(storage), verbose=0, callbacks=[relay],
+        failure_config=tune.FailureConfig(max_failures=study.resources.retries),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+    groups: list[tuple[str, dict[str, Any], tune.TuneConfig]] = []
+    if not plan.sampled:
+        groups.append((experiment, {"trial_index": tune.grid_search([t.index for t in plan.trials])},
+                       tune.TuneConfig(max_concurrent_trials=study.resources.max_concurrent, num_samples=1)))
+    else:
+        from ray.tune.search.optuna import OptunaSearch
+
+        for cell in plan.trials:
+            search = OptunaSearch(space=_define_by_run(cell, plan.sampled), metric=study.sampler.metric,
+                                  mode=study.sampler.mode,
+                                  sampler=make_sampler(study.sampler.name, study.sampler.seed + cell.index))
+            groups.append((f"{experiment}-{cell.trial_id}", {},
+                           tune.TuneConfig(search_alg=search, num_samples=plan.n_samples,
+                                           max_concurrent_trials=study.resources.max_concurrent)))
+    outcomes: list[TrialOutcome] = []
+    failed: list[str] = []
+    try:
+        _fit_groups(groups, storage, trainable, run_config, plan, outcomes, failed)
+    finally:
+        _LISTENERS.pop(listener_id, None)
+    return outcomes, failed
+
+
+def _fit_groups(groups: list[tuple[str, dict[str, Any], Any]], storage: Path, trainable: Any, run_config: Any,
+                plan: Plan, outcomes: list[TrialOutcome], failed: list[str]) -> None:
+    for name, space, tune_config in groups:
+        path = storage / name
+        if tune.Tuner.can_restore(str(path)):
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                       param_space=space or None)
+        else:
+            tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
+                               run_config=dataclasses.replace(run_config, name=name))
+        grid = tuner.fit()
+        for result in grid:
+            cell = plan.trials[int(result.config["trial_index"])]
+            outcome = _outcome_from_checkpoint(result.checkpoint.path if result.checkpoint else None, cell)
+            if outcome is None or result.error is not None:
+                failed.append(f"{cell.trial_id}: {result.error!r}" if result.error else cell.trial_id)
+                continue
+            if plan.sampled:  # one cell holds several sampled trials: name them apart
+                n_before = sum(o.trial_id.startswith(cell.trial_id) for o in outcomes)
+                outcome = dataclasses.replace(outcome, trial_id=f"{cell.trial_id}-{n_before}")
+            outcomes.append(outcome)
