@@ -15,7 +15,6 @@ import argparse
 import time
 
 import torch
-
 from salient.models.configs import DiffusionConfig
 from salient.models.diffusion import ConditionalDiffusion, DiffusionBatch
 
@@ -59,7 +58,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
-    print(f"device={args.device} width={args.width} batch={args.batch} steps={args.steps} torch={torch.__version__} threads={torch.get_num_threads()}")
+    if args.device == "cpu":  # as in trial workers: oneDNN's AVX-512 1x1-conv backward segfaults in torch 2.13
+        torch.backends.mkldnn.enabled = False
+    print(
+        f"device={args.device} width={args.width} batch={args.batch} steps={args.steps} "
+        f"torch={torch.__version__} threads={torch.get_num_threads()}"
+    )
     print(f"{'size':>6} {'wavelet steps/s':>16} {'pixel steps/s':>14} {'speed-up':>9}")
     for size in args.sizes:
         w = steps_per_second("wavelet", size, args)

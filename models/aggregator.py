@@ -14,9 +14,8 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
-
 from salient.models.configs import AggregatorConfig
+from torch import nn
 
 __all__ = ["AggregatorTrainer", "EViTAggregator", "pad_sequences"]
 
@@ -82,7 +81,10 @@ class EViTAggregator(nn.Module):
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         b, length, _ = x.shape
         if length != self.cfg.max_len or pad.shape != (b, length):
-            raise ValueError(f"expected x (B, {self.cfg.max_len}, F) and pad (B, {self.cfg.max_len}), got {tuple(x.shape)}, {tuple(pad.shape)}")
+            raise ValueError(
+                f"expected x (B, {self.cfg.max_len}, F) and pad (B, {self.cfg.max_len}), "
+                f"got {tuple(x.shape)}, {tuple(pad.shape)}"
+            )
         if pad.all(dim=1).any():
             raise ValueError("every subject needs at least one slice (a row of pad is all True)")
         tokens = self.proj(x) + self.pos
@@ -95,7 +97,9 @@ class EViTAggregator(nn.Module):
                 h, pad_all = self._select(h, pad_all, cls_att)
         return self.head(self.norm(h[:, 0])).squeeze(1)
 
-    def _select(self, h: torch.Tensor, pad_all: torch.Tensor, cls_att: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _select(
+        self, h: torch.Tensor, pad_all: torch.Tensor, cls_att: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """EViT token selection: keep the top-k attended slice tokens, fuse the rest into one."""
         tokens, pad = h[:, 1:], pad_all[:, 1:]
         n = tokens.shape[1]
@@ -138,7 +142,9 @@ class AggregatorTrainer:
             total = 0.0
             for start in range(0, len(idx), self.cfg.batch_size):
                 b = idx[start : start + self.cfg.batch_size]
-                loss = nn.functional.binary_cross_entropy_with_logits(self.model(self.x[b], self.pad[b]), self.labels[b])
+                loss = nn.functional.binary_cross_entropy_with_logits(
+                    self.model(self.x[b], self.pad[b]), self.labels[b]
+                )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()

@@ -23,15 +23,23 @@ class ResNetEncoder(nn.Module):
     ``forward`` returns the four stage outputs; stage ``i`` is at 1/2**i of the stem output.
     """
 
-    def __init__(self, block: str, layers: tuple[int, ...], widths: tuple[int, ...], in_channels: int, stem_downsample: bool):
+    def __init__(
+        self, block: str, layers: tuple[int, ...], widths: tuple[int, ...], in_channels: int, stem_downsample: bool
+    ):
         super().__init__()
         if len(layers) != 4 or len(widths) != 4:
             raise ValueError(f"layers and widths need 4 stages, got {layers}, {widths}")
         self.net = ResNet(
-            block=block, layers=list(layers), block_inplanes=list(widths), spatial_dims=2,
-            n_input_channels=in_channels, conv1_t_size=7 if stem_downsample else 3,
-            conv1_t_stride=2 if stem_downsample else 1, no_max_pool=not stem_downsample,
-            num_classes=1, feed_forward=False,
+            block=block,
+            layers=list(layers),
+            block_inplanes=list(widths),
+            spatial_dims=2,
+            n_input_channels=in_channels,
+            conv1_t_size=7 if stem_downsample else 3,
+            conv1_t_stride=2 if stem_downsample else 1,
+            no_max_pool=not stem_downsample,
+            num_classes=1,
+            feed_forward=False,
         )
         expansion = 4 if block == "bottleneck" else 1
         self.channels = tuple(w * expansion for w in widths)

@@ -180,12 +180,8 @@ class DiffusionConfig:
             )
         if self.num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be >= 1, got {self.num_res_blocks!r}")
-        if 0 in self.neighbour_offsets or len(set(self.neighbour_offsets)) != len(
-            self.neighbour_offsets
-        ):
-            raise ValueError(
-                f"neighbour_offsets must be distinct and non-zero, got {self.neighbour_offsets!r}"
-            )
+        if 0 in self.neighbour_offsets or len(set(self.neighbour_offsets)) != len(self.neighbour_offsets):
+            raise ValueError(f"neighbour_offsets must be distinct and non-zero, got {self.neighbour_offsets!r}")
         if self.timesteps < 2:
             raise ValueError(f"timesteps must be >= 2, got {self.timesteps!r}")
         _probability("p_drop_mask", self.p_drop_mask)
@@ -194,13 +190,10 @@ class DiffusionConfig:
         _positive("lr", self.lr)
         _non_negative("weight_decay", self.weight_decay)
         if self.train_steps < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"train_steps and batch_size must be >= 1, got {self.train_steps!r}, {self.batch_size!r}"
-            )
+            raise ValueError(f"train_steps and batch_size must be >= 1, got {self.train_steps!r}, {self.batch_size!r}")
         if self.guidance.sampler == "ddim" and self.guidance.sampling_steps > self.timesteps:
             raise ValueError(
-                f"guidance.sampling_steps ({self.guidance.sampling_steps}) cannot exceed "
-                f"timesteps ({self.timesteps})"
+                f"guidance.sampling_steps ({self.guidance.sampling_steps}) cannot exceed timesteps ({self.timesteps})"
             )
 
 
@@ -231,8 +224,7 @@ class MaskVAEConfig:
         factor = 2 ** len(self.channels)
         if len(self.volume_size) != 3 or any(s % factor or s <= 0 for s in self.volume_size):
             raise ValueError(
-                f"volume_size must be 3 sizes divisible by 2**len(channels)={factor}, "
-                f"got {self.volume_size!r}"
+                f"volume_size must be 3 sizes divisible by 2**len(channels)={factor}, got {self.volume_size!r}"
             )
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim!r}")
@@ -384,18 +376,42 @@ STAGE_CONFIGS: dict[str, type] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {name: {} for name in STAGE_CONFIGS},
     "full": {
-        "mask_vae": {"volume_size": (32, 64, 64), "channels": (16, 32, 64, 128), "latent_dim": 64,
-                     "epochs": 300, "batch_size": 8},
-        "diffusion": {"base_channels": 64, "channel_mults": (1, 2, 4, 8), "num_res_blocks": 2,
-                      "neighbour_offsets": (-2, -1, 1, 2), "train_steps": 200_000, "batch_size": 16,
-                      "guidance": {"sampling_steps": 50}},
-        "ucmt": {"encoder_layers": (3, 4, 6, 3), "encoder_widths": (64, 128, 256, 512),
-                 "aspp_channels": 256, "stem_downsample": True, "train_steps": 40_000, "rampup_steps": 4_000,
-                 "ema_decay": 0.999, "umix_grid": 8, "umix_k": 8, "batch_size": 16},
-        "detector": {"layers": (3, 4, 6, 3), "widths": (64, 128, 256, 512), "stem_downsample": True, "epochs": 40,
-                     "batch_size": 32},
-        "aggregator": {"max_len": 500, "d_model": 512, "heads": 8, "layers": 4, "epochs": 200,
-                       "lr": 1e-4},
+        "mask_vae": {
+            "volume_size": (32, 64, 64),
+            "channels": (16, 32, 64, 128),
+            "latent_dim": 64,
+            "epochs": 300,
+            "batch_size": 8,
+        },
+        "diffusion": {
+            "base_channels": 64,
+            "channel_mults": (1, 2, 4, 8),
+            "num_res_blocks": 2,
+            "neighbour_offsets": (-2, -1, 1, 2),
+            "train_steps": 200_000,
+            "batch_size": 16,
+            "guidance": {"sampling_steps": 50},
+        },
+        "ucmt": {
+            "encoder_layers": (3, 4, 6, 3),
+            "encoder_widths": (64, 128, 256, 512),
+            "aspp_channels": 256,
+            "stem_downsample": True,
+            "train_steps": 40_000,
+            "rampup_steps": 4_000,
+            "ema_decay": 0.999,
+            "umix_grid": 8,
+            "umix_k": 8,
+            "batch_size": 16,
+        },
+        "detector": {
+            "layers": (3, 4, 6, 3),
+            "widths": (64, 128, 256, 512),
+            "stem_downsample": True,
+            "epochs": 40,
+            "batch_size": 32,
+        },
+        "aggregator": {"max_len": 500, "d_model": 512, "heads": 8, "layers": 4, "epochs": 200, "lr": 1e-4},
     },
 }
 

@@ -14,13 +14,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from salient.models.backbone import ResNetEncoder
+from salient.models.configs import DetectorConfig
 from torch import nn
 from torch.nn import functional as F
 
-from salient.models.backbone import ResNetEncoder
-from salient.models.configs import DetectorConfig
-
-__all__ = ["DetectorTrainer", "MaskGuidedAttention", "MaskGuidedResNet", "attention_alignment_loss", "balanced_indices", "focal_loss"]
+__all__ = [
+    "DetectorTrainer",
+    "MaskGuidedAttention",
+    "MaskGuidedResNet",
+    "attention_alignment_loss",
+    "balanced_indices",
+    "focal_loss",
+]
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
@@ -35,7 +41,9 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: 
 class MaskGuidedAttention(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.score = nn.Sequential(nn.Conv2d(channels, max(channels // 8, 4), 1), nn.ReLU(), nn.Conv2d(max(channels // 8, 4), 1, 1))
+        self.score = nn.Sequential(
+            nn.Conv2d(channels, max(channels // 8, 4), 1), nn.ReLU(), nn.Conv2d(max(channels // 8, 4), 1, 1)
+        )
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = torch.sigmoid(self.score(f))
@@ -72,7 +80,9 @@ class MaskGuidedResNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"input_mode={self.cfg.input_mode!r} expects {self.in_channels} channels, got {x.shape[1]}")
+            raise ValueError(
+                f"input_mode={self.cfg.input_mode!r} expects {self.in_channels} channels, got {x.shape[1]}"
+            )
         net = self.encoder.net
         h = net.layer2(net.layer1(self.encoder.stem(x)))
         h, a_mid = self.mga_mid(h)
@@ -93,7 +103,11 @@ class MaskGuidedResNet(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         logits, att = self(x)
         focal = focal_loss(logits, y, self.cfg.focal_gamma, self.cfg.focal_alpha)
-        align = sum(attention_alignment_loss(a, mask) for a in att) / len(att) if self.cfg.mask_guidance else logits.sum() * 0.0
+        align = (
+            sum(attention_alignment_loss(a, mask) for a in att) / len(att)
+            if self.cfg.mask_guidance
+            else logits.sum() * 0.0
+        )
         return {"focal": focal, "align": align, "total": focal + self.cfg.align_weight * align}
 
 
@@ -109,9 +123,13 @@ def balanced_indices(labels: torch.Tensor, neg_per_pos: float, generator: torch.
 class DetectorTrainer:
     """Epochs of balanced sampling over (N, C, H, W) slices, labels (N,), masks (N, 1, H, W)."""
 
-    def __init__(self, cfg: DetectorConfig, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, seed: int = 0):
+    def __init__(
+        self, cfg: DetectorConfig, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, seed: int = 0
+    ):
         if not images.shape[0] == labels.shape[0] == masks.shape[0]:
-            raise ValueError(f"images {tuple(images.shape)}, labels {tuple(labels.shape)}, masks {tuple(masks.shape)} must share N")
+            raise ValueError(
+                f"images {tuple(images.shape)}, labels {tuple(labels.shape)}, masks {tuple(masks.shape)} must share N"
+            )
         torch.manual_seed(seed)
         self.cfg, self.images, self.labels, self.masks = cfg, images, labels.float(), masks.float()
         self.model = MaskGuidedResNet(cfg)
@@ -146,11 +164,18 @@ class DetectorTrainer:
     def predict(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Slice probabilities (N,)."""
         self.model.eval()
-        return torch.cat([torch.sigmoid(self.model(images[i : i + batch_size])[0]) for i in range(0, len(images), batch_size)])
+        return torch.cat(
+            [torch.sigmoid(self.model(images[i : i + batch_size])[0]) for i in range(0, len(images), batch_size)]
+        )
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "generator": self.generator.get_state(), "epoch": self.epoch}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

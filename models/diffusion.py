@@ -16,9 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-from torch.nn import functional as F
-
 from salient.models.configs import DiffusionConfig, GuidanceConfig
 from salient.models.ema import EMA
 from salient.models.fsa import FrequencyScaling
@@ -26,11 +23,15 @@ from salient.models.losses import pixel_aux_loss, wavelet_loss
 from salient.models.schedules import cosine_alphas_cumprod, ddim_timesteps, nei_scale
 from salient.models.unet import FiLMUNet
 from salient.models.wavelet import HaarDWT
+from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["ConditionalDiffusion", "DiffusionBatch", "DiffusionTrainer", "structured_cfg"]
 
 
-def structured_cfg(f_uncond: torch.Tensor, f_mask: torch.Tensor, f_full: torch.Tensor, s_mask: float, s_nei: float) -> torch.Tensor:
+def structured_cfg(
+    f_uncond: torch.Tensor, f_mask: torch.Tensor, f_full: torch.Tensor, s_mask: float, s_nei: float
+) -> torch.Tensor:
     """Paper eq. 16-18: f(0) + s_mask [f(c_mask) - f(0)] + s_nei [f(c_mask+nei) - f(c_mask)]."""
     return f_uncond + s_mask * (f_mask - f_uncond) + s_nei * (f_full - f_mask)
 
@@ -45,7 +46,11 @@ class DiffusionBatch:
 
     def __post_init__(self) -> None:
         n = self.image.shape[0]
-        if self.mask.shape != self.image.shape or self.neighbours.shape[0] != n or self.neighbours.shape[-2:] != self.image.shape[-2:]:
+        if (
+            self.mask.shape != self.image.shape
+            or self.neighbours.shape[0] != n
+            or self.neighbours.shape[-2:] != self.image.shape[-2:]
+        ):
             raise ValueError(
                 f"image {tuple(self.image.shape)}, mask {tuple(self.mask.shape)} and neighbours "
                 f"{tuple(self.neighbours.shape)} must share N, H, W (image and mask (N, 1, H, W))"
@@ -67,8 +72,12 @@ class ConditionalDiffusion(nn.Module):
         self.dwt = HaarDWT() if self.wavelet else None
         self.fsa = FrequencyScaling(4) if self.wavelet else None
         self.unet = FiLMUNet(
-            self.data_channels + cond_channels, self.data_channels, cfg.base_channels,
-            cfg.channel_mults, cfg.attention_levels, cfg.num_res_blocks,
+            self.data_channels + cond_channels,
+            self.data_channels,
+            cfg.base_channels,
+            cfg.channel_mults,
+            cfg.attention_levels,
+            cfg.num_res_blocks,
         )
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(cfg.timesteps).float())
 
@@ -83,7 +92,9 @@ class ConditionalDiffusion(nn.Module):
     def _mask_at(self, mask: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(mask, 2) if self.wavelet else mask
 
-    def condition(self, mask: torch.Tensor, neighbours: torch.Tensor, keep_mask: torch.Tensor, keep_nei: torch.Tensor) -> torch.Tensor:
+    def condition(
+        self, mask: torch.Tensor, neighbours: torch.Tensor, keep_mask: torch.Tensor, keep_nei: torch.Tensor
+    ) -> torch.Tensor:
         """c_z: (B, C_cond, h, w). keep_*: (B,) 1 keeps the condition, 0 drops it (CFG null)."""
         km, kn = keep_mask.view(-1, 1, 1, 1).float(), keep_nei.view(-1, 1, 1, 1).float()
         m = self._mask_at(mask)
@@ -91,8 +102,15 @@ class ConditionalDiffusion(nn.Module):
         ones = torch.ones_like(m)
         return torch.cat([m * km, ones * km, nei * kn, ones * kn], dim=1)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, neighbours: torch.Tensor,
-                keep_mask: torch.Tensor, keep_nei: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        mask: torch.Tensor,
+        neighbours: torch.Tensor,
+        keep_mask: torch.Tensor,
+        keep_nei: torch.Tensor,
+    ) -> torch.Tensor:
         """Predict the clean sample x0 (model domain) from the noisy ``x_t`` at timesteps ``t``."""
         h = self.fsa(x_t, self._mask_at(mask) * keep_mask.view(-1, 1, 1, 1).float()) if self.fsa is not None else x_t
         return self.unet(torch.cat([h, self.condition(mask, neighbours, keep_mask, keep_nei)], dim=1), t)
@@ -119,19 +137,39 @@ class ConditionalDiffusion(nn.Module):
         return {**terms, **aux, "total": terms["total"] + aux["aux"]}
 
     # -- sampling -----------------------------------------------------------------------------
-    def guided_x0(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, neighbours: torch.Tensor,
-                  s_mask: float, s_nei: float) -> torch.Tensor:
+    def guided_x0(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        mask: torch.Tensor,
+        neighbours: torch.Tensor,
+        s_mask: float,
+        s_nei: float,
+    ) -> torch.Tensor:
         """Structured CFG: the three branches (uncond, mask, mask+nei) in ONE batched forward."""
         b = x_t.shape[0]
         keep_mask = torch.cat([torch.zeros(b), torch.ones(b), torch.ones(b)]).to(x_t.device)
         keep_nei = torch.cat([torch.zeros(b), torch.zeros(b), torch.ones(b)]).to(x_t.device)
-        out = self(x_t.repeat(3, 1, 1, 1), t.repeat(3), mask.repeat(3, 1, 1, 1), neighbours.repeat(3, 1, 1, 1), keep_mask, keep_nei)
+        out = self(
+            x_t.repeat(3, 1, 1, 1),
+            t.repeat(3),
+            mask.repeat(3, 1, 1, 1),
+            neighbours.repeat(3, 1, 1, 1),
+            keep_mask,
+            keep_nei,
+        )
         f_uncond, f_mask, f_full = out.chunk(3)
         return structured_cfg(f_uncond, f_mask, f_full, s_mask, s_nei)
 
     @torch.no_grad()
-    def sample(self, mask: torch.Tensor, neighbours: torch.Tensor, guidance: GuidanceConfig,
-               generator: torch.Generator | None = None, on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        mask: torch.Tensor,
+        neighbours: torch.Tensor,
+        guidance: GuidanceConfig,
+        generator: torch.Generator | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
         """Synthesize slices for (B, 1, H, W) masks and (B, S, H, W) neighbours -> (B, 1, H, W) in [-1, 1].
 
         DDIM (strided, ``guidance.sampling_steps``) or ancestral DDPM over every timestep. Both
@@ -140,11 +178,17 @@ class ConditionalDiffusion(nn.Module):
         b, _, hh, ww = mask.shape
         size = (hh // 2, ww // 2) if self.wavelet else (hh, ww)
         x = torch.randn((b, self.data_channels, *size), generator=generator).to(mask.device)
-        steps = ddim_timesteps(self.cfg.timesteps, guidance.sampling_steps) if guidance.sampler == "ddim" else list(range(self.cfg.timesteps - 1, -1, -1))
+        steps = (
+            ddim_timesteps(self.cfg.timesteps, guidance.sampling_steps)
+            if guidance.sampler == "ddim"
+            else list(range(self.cfg.timesteps - 1, -1, -1))
+        )
         ab = self.alphas_cumprod
         for i, t in enumerate(steps):
             progress = i / max(len(steps) - 1, 1)
-            s_nei = nei_scale(guidance.nei_schedule, progress, guidance.s_nei_start, guidance.s_nei_end, guidance.nei_decay_rate)
+            s_nei = nei_scale(
+                guidance.nei_schedule, progress, guidance.s_nei_start, guidance.s_nei_end, guidance.nei_decay_rate
+            )
             tt = torch.full((b,), t, device=mask.device, dtype=torch.long)
             x0 = self.guided_x0(x, tt, mask, neighbours, guidance.s_mask, s_nei).clamp(-1, 1)
             t_prev = steps[i + 1] if i + 1 < len(steps) else -1
@@ -183,7 +227,9 @@ class DiffusionTrainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
 
-    def train(self, steps: int | None = None, on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[float]:
+    def train(
+        self, steps: int | None = None, on_step: Callable[[int, dict[str, float]], None] | None = None
+    ) -> list[float]:
         """Run ``steps`` more optimisation steps (default: up to ``cfg.train_steps``); returns losses."""
         end = self.cfg.train_steps if steps is None else min(self.step + steps, self.cfg.train_steps)
         losses = []
@@ -206,8 +252,14 @@ class DiffusionTrainer:
         return losses
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "ema": self.ema.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(), "step": self.step}
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

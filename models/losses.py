@@ -7,9 +7,8 @@ platform can log every term. Each term is zero when the prediction equals the ta
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
-
 from salient.models.configs import WaveletLossConfig
+from torch.nn import functional as F
 
 __all__ = ["boundary_map", "dilate", "pixel_aux_loss", "wavelet_loss"]
 
@@ -34,7 +33,9 @@ def _log_std(x: torch.Tensor) -> torch.Tensor:
     return torch.log(x.flatten(2).std(dim=-1, unbiased=False) + _EPS)
 
 
-def wavelet_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: WaveletLossConfig) -> dict[str, torch.Tensor]:
+def wavelet_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: WaveletLossConfig
+) -> dict[str, torch.Tensor]:
     """Args:
     pred, target: (B, 4, h, w) predicted and clean bands (LL, LH, HL, HH).
     mask: (B, 1, h, w) lesion mask at band resolution.
@@ -66,7 +67,9 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-def pixel_aux_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: WaveletLossConfig, width: int = 2) -> dict[str, torch.Tensor]:
+def pixel_aux_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: WaveletLossConfig, width: int = 2
+) -> dict[str, torch.Tensor]:
     """Mild pixel-space constraints in the lesion and peri-lesional region (paper 3.2.5).
 
     Args:

@@ -13,11 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
-
 from salient.models.configs import MaskVAEConfig
 from salient.models.ema import EMA
+from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["MaskVAE3D", "MaskVAETrainer", "dice_loss", "mask_to_volume", "slice_volume", "vae_loss"]
 
@@ -56,7 +55,9 @@ def _boundary3d(mask: torch.Tensor) -> torch.Tensor:
     return dil - ero
 
 
-def vae_loss(logits: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, cfg: MaskVAEConfig) -> dict[str, torch.Tensor]:
+def vae_loss(
+    logits: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, cfg: MaskVAEConfig
+) -> dict[str, torch.Tensor]:
     """Dice + boundary-weighted BCE + free-bits KL. logits/target: (B, 1, D, H, W)."""
     weight = 1 + (cfg.boundary_weight - 1) * _boundary3d(target)
     bce = (weight * F.binary_cross_entropy_with_logits(logits, target, reduction="none")).mean()
@@ -105,7 +106,9 @@ class MaskVAE3D(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.from_z(z).view(-1, *self.bottom))
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)
         eps = torch.randn(mu.shape, generator=generator).to(mu.device)
         return self.decode(mu + eps * (0.5 * logvar).exp()), mu, logvar
@@ -154,8 +157,14 @@ class MaskVAETrainer:
         return losses
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "ema": self.ema.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(), "epoch": self.epoch}
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

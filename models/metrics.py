@@ -14,10 +14,9 @@ from fractions import Fraction
 
 import numpy as np
 import torch
+from salient.models.wavelet import haar_dwt2
 from scipy import linalg
 from torch import nn
-
-from salient.models.wavelet import haar_dwt2
 
 __all__ = [
     "FeatureExtractor",
@@ -71,8 +70,14 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, s: np.ndarray,
-                 n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    y: np.ndarray,
+    s: np.ndarray,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """(point estimate, low, high): percentile bootstrap, resampling positives and negatives
     separately so every replicate keeps the evaluation set's prevalence."""
     y, s = _check(y, s)
@@ -155,7 +160,9 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> MSSSIM
         if size > (kernel - 1) * 2 ** (scales - 1):
             break
     weights = np.array(_MS_SSIM_WEIGHTS[:scales])
-    metric = MultiScaleSSIMMetric(spatial_dims=2, data_range=data_range, kernel_size=kernel, weights=tuple(weights / weights.sum()))
+    metric = MultiScaleSSIMMetric(
+        spatial_dims=2, data_range=data_range, kernel_size=kernel, weights=tuple(weights / weights.sum())
+    )
     value = float(metric(x.float(), y.float()).mean())
     return MSSSIMResult(value, scales, kernel)
 
@@ -198,8 +205,13 @@ def random_conv_extractor(seed: int = 0, dim: int = 64) -> FeatureExtractor:
     """
     g = torch.Generator().manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, dim, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Conv2d(1, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, dim, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
     )
     for p in net.parameters():
         with torch.no_grad():

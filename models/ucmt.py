@@ -21,13 +21,12 @@ from collections.abc import Callable
 
 import torch
 from monai.networks.blocks import SimpleASPP
-from torch import nn
-from torch.nn import functional as F
-
 from salient.models.backbone import ResNetEncoder
 from salient.models.configs import UCMTConfig
 from salient.models.ema import EMA
 from salient.models.mask_vae import dice_loss
+from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["DeepLabV3Plus", "UCMTTrainer", "patch_uncertainty", "rampup", "umix"]
 
@@ -40,11 +39,15 @@ class DeepLabV3Plus(nn.Module):
         self.encoder = ResNetEncoder("basic", cfg.encoder_layers, cfg.encoder_widths, 1, cfg.stem_downsample)
         low, deep = self.encoder.channels[0], self.encoder.channels[3]
         branches = 4
-        self.aspp = SimpleASPP(2, deep, cfg.aspp_channels // branches, kernel_sizes=(1, 3, 3, 3), dilations=(1, 2, 4, 6))
+        self.aspp = SimpleASPP(
+            2, deep, cfg.aspp_channels // branches, kernel_sizes=(1, 3, 3, 3), dilations=(1, 2, 4, 6)
+        )
         aspp_out = (cfg.aspp_channels // branches) * branches
         self.low_proj = nn.Sequential(nn.Conv2d(low, max(low // 2, 4), 1), nn.BatchNorm2d(max(low // 2, 4)), nn.ReLU())
         self.head = nn.Sequential(
-            nn.Conv2d(aspp_out + max(low // 2, 4), cfg.aspp_channels, 3, padding=1), nn.BatchNorm2d(cfg.aspp_channels), nn.ReLU(),
+            nn.Conv2d(aspp_out + max(low // 2, 4), cfg.aspp_channels, 3, padding=1),
+            nn.BatchNorm2d(cfg.aspp_channels),
+            nn.ReLU(),
             nn.Conv2d(cfg.aspp_channels, 1, 1),
         )
 
@@ -78,7 +81,9 @@ def _patch_slices(index: int, grid: int, h: int, w: int) -> tuple[slice, slice]:
     return slice(r * ph, (r + 1) * ph), slice(c * pw, (c + 1) * pw)
 
 
-def umix(x: torch.Tensor, y: torch.Tensor, uncertainty: torch.Tensor, grid: int, k: int) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, int]]]]:
+def umix(
+    x: torch.Tensor, y: torch.Tensor, uncertainty: torch.Tensor, grid: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, int]]]]:
     """Uncertainty-guided mixing.
 
     For image ``i`` (partner ``j = (i + 1) % B``) the ``k`` most uncertain patches of ``i`` are
@@ -111,9 +116,13 @@ class UCMTTrainer:
         unlabeled: (N_u, 1, H, W) slices without masks.
     """
 
-    def __init__(self, cfg: UCMTConfig, labeled: tuple[torch.Tensor, torch.Tensor], unlabeled: torch.Tensor, seed: int = 0):
+    def __init__(
+        self, cfg: UCMTConfig, labeled: tuple[torch.Tensor, torch.Tensor], unlabeled: torch.Tensor, seed: int = 0
+    ):
         if labeled[0].shape != labeled[1].shape or labeled[0].shape[0] < 1:
-            raise ValueError(f"labeled images and masks must match, got {tuple(labeled[0].shape)}, {tuple(labeled[1].shape)}")
+            raise ValueError(
+                f"labeled images and masks must match, got {tuple(labeled[0].shape)}, {tuple(labeled[1].shape)}"
+            )
         if unlabeled.shape[0] < 2:
             raise ValueError(f"UCMT needs at least 2 unlabeled slices, got {unlabeled.shape[0]}")
         torch.manual_seed(seed)
@@ -142,11 +151,15 @@ class UCMTTrainer:
             with torch.no_grad():
                 t_prob = torch.sigmoid(self.teacher.module(xu))
             if self.cfg.umix_k > 0 and xu.shape[0] > 1:
-                xu, t_prob, _ = umix(xu, t_prob, patch_uncertainty(t_prob, self.cfg.umix_grid), self.cfg.umix_grid, self.cfg.umix_k)
+                xu, t_prob, _ = umix(
+                    xu, t_prob, patch_uncertainty(t_prob, self.cfg.umix_grid), self.cfg.umix_grid, self.cfg.umix_k
+                )
             la, lb = self.student_a(xl), self.student_b(xl)
             sup = sum(F.binary_cross_entropy_with_logits(lg, yl) + dice_loss(torch.sigmoid(lg), yl) for lg in (la, lb))
             ua, ub = self.student_a(xu), self.student_b(xu)
-            cps = F.binary_cross_entropy_with_logits(ua, (ub.detach() > 0).float()) + F.binary_cross_entropy_with_logits(ub, (ua.detach() > 0).float())
+            cps = F.binary_cross_entropy_with_logits(
+                ua, (ub.detach() > 0).float()
+            ) + F.binary_cross_entropy_with_logits(ub, (ua.detach() > 0).float())
             t_hard = (t_prob > self.cfg.threshold).float()
             t2s = F.binary_cross_entropy_with_logits(ua, t_hard) + F.binary_cross_entropy_with_logits(ub, t_hard)
             weight = self.cfg.unsup_weight * rampup(self.step, self.cfg.rampup_steps)
@@ -159,20 +172,37 @@ class UCMTTrainer:
             self.step += 1
             losses.append(float(total.detach()))
             if on_step is not None:
-                on_step(self.step, {"sup": float(sup.detach()), "cps": float(cps.detach()), "t2s": float(t2s.detach()), "total": losses[-1]})
+                on_step(
+                    self.step,
+                    {
+                        "sup": float(sup.detach()),
+                        "cps": float(cps.detach()),
+                        "t2s": float(t2s.detach()),
+                        "total": losses[-1],
+                    },
+                )
         return losses
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """Binary pseudo-label masks from the frozen teacher: (N, 1, H, W) -> (N, 1, H, W)."""
         self.teacher.module.eval()
-        out = [torch.sigmoid(self.teacher.module(images[i : i + batch_size])) > self.cfg.threshold for i in range(0, len(images), batch_size)]
+        out = [
+            torch.sigmoid(self.teacher.module(images[i : i + batch_size])) > self.cfg.threshold
+            for i in range(0, len(images), batch_size)
+        ]
         return torch.cat(out).float()
 
     def state_dict(self) -> dict:
-        return {"a": self.student_a.state_dict(), "b": self.student_b.state_dict(), "teacher": self.teacher.module.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "generator": self.generator.get_state(), "step": self.step}
+        return {
+            "a": self.student_a.state_dict(),
+            "b": self.student_b.state_dict(),
+            "teacher": self.teacher.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.student_a.load_state_dict(state["a"])

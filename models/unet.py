@@ -92,7 +92,9 @@ class FiLMUNet(nn.Module):
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
         if len(attention_levels) != len(channel_mults):
-            raise ValueError(f"attention_levels ({len(attention_levels)}) must match channel_mults ({len(channel_mults)})")
+            raise ValueError(
+                f"attention_levels ({len(attention_levels)}) must match channel_mults ({len(channel_mults)})"
+            )
         if num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks!r}")
         self.levels = len(channel_mults)
@@ -125,8 +127,12 @@ class FiLMUNet(nn.Module):
         self.upsample = nn.ModuleList()
         for i in reversed(range(self.levels)):
             width = widths[i]
-            self.up.append(nn.ModuleList([FiLMResBlock(ch + skip_widths[i], width, emb_dim)]
-                                         + [FiLMResBlock(width, width, emb_dim) for _ in range(num_res_blocks - 1)]))
+            self.up.append(
+                nn.ModuleList(
+                    [FiLMResBlock(ch + skip_widths[i], width, emb_dim)]
+                    + [FiLMResBlock(width, width, emb_dim) for _ in range(num_res_blocks - 1)]
+                )
+            )
             ch = width
             self.up_attn.append(Attention2d(ch) if attention_levels[i] else nn.Identity())
             self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1) if i > 0 else nn.Identity())

@@ -34,11 +34,16 @@ def sample_grid_png(pool: Mapping[str, torch.Tensor], path: Path, n: int = 8, sc
     rows = []
     for i in range(k):
         img = pool["image"][i, 0]
-        rows.append(np.concatenate([
-            _to_rgb(img, None, (0, 0, 0)),
-            _to_rgb(img, pool["cond_mask"][i, 0], (0, 220, 0)),
-            _to_rgb(img, pool["pseudo_mask"][i, 0], (230, 0, 0)),
-        ], axis=1))
+        rows.append(
+            np.concatenate(
+                [
+                    _to_rgb(img, None, (0, 0, 0)),
+                    _to_rgb(img, pool["cond_mask"][i, 0], (0, 220, 0)),
+                    _to_rgb(img, pool["pseudo_mask"][i, 0], (230, 0, 0)),
+                ],
+                axis=1,
+            )
+        )
     grid = np.concatenate(rows, axis=0)
     Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
     return path

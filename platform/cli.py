@@ -14,7 +14,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
 from salient.platform.errors import PlatformError
 
 __all__ = ["main"]
@@ -29,10 +28,19 @@ def _print_plan(console: Console, study_path: str) -> int:
     study = load_study(study_path)
     plan = build_plan(study)
     console.print(f"[bold]study[/] {study.name}  ({study_path})")
-    console.print(f"cohort: {study.cohort.source}" + (f" {study.cohort.manifest}" if study.cohort.manifest else
-                  f" (phantom: {study.cohort.phantom.n_subjects} subjects, {study.cohort.phantom.n_positive} positive, seed {study.cohort.phantom.seed})"))
-    console.print(f"stage preset: {study.stages.preset}; sampler: {study.sampler.name}"
-                  + (f" ({plan.n_samples} draws per cell, seed {study.sampler.seed})" if plan.sampled else ""))
+    console.print(
+        f"cohort: {study.cohort.source}"
+        + (
+            f" {study.cohort.manifest}"
+            if study.cohort.manifest
+            else f" (phantom: {study.cohort.phantom.n_subjects} subjects, {study.cohort.phantom.n_positive} positive, "
+            f"seed {study.cohort.phantom.seed})"
+        )
+    )
+    console.print(
+        f"stage preset: {study.stages.preset}; sampler: {study.sampler.name}"
+        + (f" ({plan.n_samples} draws per cell, seed {study.sampler.seed})" if plan.sampled else "")
+    )
     table = Table(title="trial plan (grid cells x repeats)")
     names = sorted({k for t in plan.trials for k in t.params})
     for col in ["trial", "repeat", *names]:
@@ -41,10 +49,17 @@ def _print_plan(console: Console, study_path: str) -> int:
         table.add_row(t.trial_id, str(t.repeat), *[str(t.params.get(n, "-")) for n in names])
     console.print(table)
     if plan.sampled:
-        console.print("sampled by " + study.sampler.name + ": " + ", ".join(f"{n} ~ {s.kind}{list(s.candidate_values())}" for n, s in plan.sampled.items()))
+        console.print(
+            "sampled by "
+            + study.sampler.name
+            + ": "
+            + ", ".join(f"{n} ~ {s.kind}{list(s.candidate_values())}" for n, s in plan.sampled.items())
+        )
     console.print(f"prevalences (evaluation only): {list(plan.prevalences)}")
-    console.print(f"[bold]{plan.n_trials} trials[/] = detector trainings; {plan.n_generators} generator pool(s); "
-                  f"{plan.n_evaluations} evaluations")
+    console.print(
+        f"[bold]{plan.n_trials} trials[/] = detector trainings; {plan.n_generators} generator pool(s); "
+        f"{plan.n_evaluations} evaluations"
+    )
     return EXIT_OK
 
 
@@ -55,11 +70,16 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.pipeline import run_study
 
-    result = run_study(args.study, tracking_uri=args.tracking_uri, address=args.address,
-                       resume=args.resume, console=console)
+    result = run_study(
+        args.study, tracking_uri=args.tracking_uri, address=args.address, resume=args.resume, console=console
+    )
     if result.failed:
-        print(f"{len(result.failed)} trial(s) failed after their retries: " + "; ".join(result.failed)
-              + "\nrerun the same command to retry them; finished trials are kept", file=sys.stderr)
+        print(
+            f"{len(result.failed)} trial(s) failed after their retries: "
+            + "; ".join(result.failed)
+            + "\nrerun the same command to retry them; finished trials are kept",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     console.print(f"done: MLflow run {result.parent_run_id} at {result.tracking_uri}")
     return EXIT_OK
@@ -76,8 +96,13 @@ def _cmd_cohort_phantom(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.study.schema import PhantomSpec
 
     try:
-        spec = PhantomSpec(n_subjects=args.subjects, n_positive=args.positives, seed=args.seed,
-                           shape=tuple(args.shape), spacing=tuple(args.spacing))
+        spec = PhantomSpec(
+            n_subjects=args.subjects,
+            n_positive=args.positives,
+            seed=args.seed,
+            shape=tuple(args.shape),
+            spacing=tuple(args.spacing),
+        )
     except ValueError as exc:
         raise PlatformError(f"bad phantom settings: {exc}") from None
     manifest = write_phantom_cohort(spec, args.out_dir, progress=True)
@@ -110,25 +135,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run a study end to end", description="Run a study: train generators and detectors, evaluate, track in MLflow.")
+    p = sub.add_parser(
+        "run",
+        help="run a study end to end",
+        description="Run a study: train generators and detectors, evaluate, track in MLflow.",
+    )
     p.add_argument("study", help="study YAML file, e.g. studies/dose_response.yaml")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store in the study's output folder)")
     p.add_argument("--address", help="join a Ray cluster: 'auto' or HOST:PORT (default: start a local Ray)")
-    p.add_argument("--resume", action="store_true", help="continue a stopped study (finished stages are never retrained)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue a stopped study (finished stages are never retrained)"
+    )
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("status", help="show a study's progress and results", description="Show which trials of a study are logged in MLflow, with their metrics.")
+    p = sub.add_parser(
+        "status",
+        help="show a study's progress and results",
+        description="Show which trials of a study are logged in MLflow, with their metrics.",
+    )
     p.add_argument("study")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's embedded store)")
     p.set_defaults(func=_cmd_status)
 
-    p = sub.add_parser("validate", help="check a study file and print its trial plan", description="Validate a study file and print the expanded trial plan. Trains nothing.")
+    p = sub.add_parser(
+        "validate",
+        help="check a study file and print its trial plan",
+        description="Validate a study file and print the expanded trial plan. Trains nothing.",
+    )
     p.add_argument("study")
     p.set_defaults(func=_cmd_validate)
 
     cohort = sub.add_parser("cohort", help="cohort tools", description="Create or check cohorts.")
     csub = cohort.add_subparsers(dest="cohort_command", required=True, metavar="ACTION")
-    p = csub.add_parser("phantom", help="write the built-in phantom cohort", description="Write a deterministic phantom torso CT cohort (NIfTI + labels.csv).")
+    p = csub.add_parser(
+        "phantom",
+        help="write the built-in phantom cohort",
+        description="Write a deterministic phantom torso CT cohort (NIfTI + labels.csv).",
+    )
     p.add_argument("out_dir")
     p.add_argument("--subjects", type=int, default=96)
     p.add_argument("--positives", type=int, default=24)
@@ -136,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int, nargs=3, default=[64, 64, 24], metavar=("X", "Y", "Z"))
     p.add_argument("--spacing", type=float, nargs=3, default=[6.0, 6.0, 8.0], metavar=("X", "Y", "Z"))
     p.set_defaults(func=_cmd_cohort_phantom)
-    p = csub.add_parser("check", help="list every problem in a cohort", description="Check a cohort folder (with labels.csv) or a manifest CSV. Exit 2 if any problem is found.")
+    p = csub.add_parser(
+        "check",
+        help="list every problem in a cohort",
+        description="Check a cohort folder (with labels.csv) or a manifest CSV. Exit 2 if any problem is found.",
+    )
     p.add_argument("path", metavar="DIR_OR_MANIFEST")
     p.set_defaults(func=_cmd_cohort_check)
     return parser
@@ -145,8 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("alembic", "mlflow", "ray", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     console = Console(stderr=False)

@@ -12,7 +12,6 @@ Metric names use ``_p<prevalence>`` (``auprc_p0.05``): MLflow rejects ``@`` in m
 from __future__ import annotations
 
 import numpy as np
-
 from salient.models.metrics import auprc, auroc, prevalence_subsample, tvr_strata
 
 __all__ = ["evaluate_subjects", "metric_name"]
@@ -34,9 +33,17 @@ def _draw_stats(y: np.ndarray, s: np.ndarray, n_boot: int, rng: np.random.Genera
     return out
 
 
-def evaluate_subjects(labels: np.ndarray, scores: np.ndarray, prevalences: tuple[float, ...], *,
-                      draws: int, bootstrap: int, ci: float, seed: int,
-                      tvr: np.ndarray | None = None) -> dict[str, float]:
+def evaluate_subjects(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    prevalences: tuple[float, ...],
+    *,
+    draws: int,
+    bootstrap: int,
+    ci: float,
+    seed: int,
+    tvr: np.ndarray | None = None,
+) -> dict[str, float]:
     """Metrics of subject scores on the held-out test set.
 
     Returns, for every prevalence p: ``auprc_p{p}``, ``auroc_p{p}`` (mean over draws), their
@@ -50,8 +57,12 @@ def evaluate_subjects(labels: np.ndarray, scores: np.ndarray, prevalences: tuple
         raise ValueError(f"labels {y.shape} and scores {s.shape} must be equal 1-D shapes")
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
-    out: dict[str, float] = {"auprc": auprc(y, s), "auroc": auroc(y, s),
-                             "n_test_pos": float(y.sum()), "n_test_neg": float(len(y) - y.sum())}
+    out: dict[str, float] = {
+        "auprc": auprc(y, s),
+        "auroc": auroc(y, s),
+        "n_test_pos": float(y.sum()),
+        "n_test_neg": float(len(y) - y.sum()),
+    }
     alpha = (1 - ci) / 2
     for p in prevalences:
         point: dict[str, list[float]] = {"auprc": [], "auroc": []}
@@ -63,8 +74,9 @@ def evaluate_subjects(labels: np.ndarray, scores: np.ndarray, prevalences: tuple
             n_pos, n_neg = int(yy.sum()), int(len(yy) - yy.sum())
             point["auprc"].append(auprc(yy, ss))
             point["auroc"].append(auroc(yy, ss))
-            stats = _draw_stats(yy, ss, max(bootstrap // draws, 1) if bootstrap else 0,
-                                np.random.default_rng(seed * 7919 + d))
+            stats = _draw_stats(
+                yy, ss, max(bootstrap // draws, 1) if bootstrap else 0, np.random.default_rng(seed * 7919 + d)
+            )
             for k in boot:
                 boot[k].extend(stats[k])
         for k in ("auprc", "auroc"):

@@ -21,7 +21,6 @@ import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-
 from salient.platform.errors import PlatformError
 from salient.platform.stage_cache import CODE_VERSION, StageCache
 from salient.platform.study import Plan, Study, build_plan, load_study
@@ -47,7 +46,9 @@ def output_dir_problem(path: Path) -> str | None:
         return f"output_dir {path} is not writable: {exc.strerror or exc}"
     free = shutil.disk_usage(path).free
     if free < MIN_FREE_BYTES:
-        return f"output_dir {path} has only {free / 2**20:.0f} MiB free; at least {MIN_FREE_BYTES / 2**20:.0f} MiB needed"
+        return (
+            f"output_dir {path} has only {free / 2**20:.0f} MiB free; at least {MIN_FREE_BYTES / 2**20:.0f} MiB needed"
+        )
     return None
 
 
@@ -77,15 +78,21 @@ class _Progress:
         eta = "?"
         if done:
             eta = f"{elapsed / done * max(self.total - done, 0):.0f}s"
-        table = Table(title=f"trials: {done}/{self.total} done, {running} running, {failed} failed; "
-                            f"elapsed {elapsed:.0f}s, ETA {eta}")
+        table = Table(
+            title=f"trials: {done}/{self.total} done, {running} running, {failed} failed; "
+            f"elapsed {elapsed:.0f}s, ETA {eta}"
+        )
         for col in ("trial", "values", "status", "stages"):
             table.add_column(col, overflow="fold")
         cells = {t.trial_id: t for t in self.plan.trials}
         for row in sorted(self.rows.values(), key=lambda r: r["cell"]):
             params = cells[row["cell"]].params if row["cell"] in cells else {}
-            table.add_row(row["cell"], ", ".join(f"{k}={v}" for k, v in params.items()), row["status"],
-                          " > ".join(row["stages"][-6:]))
+            table.add_row(
+                row["cell"],
+                ", ".join(f"{k}={v}" for k, v in params.items()),
+                row["status"],
+                " > ".join(row["stages"][-6:]),
+            )
         return table
 
 
@@ -156,8 +163,13 @@ def _write_results_csv(outcomes: list[Any], path: Path) -> None:
         writer.writerows(rows)
 
 
-def run_study(study_path: str | Path, tracking_uri: str | None = None, address: str | None = None,
-              resume: bool = False, console: Console | None = None) -> StudyRun:
+def run_study(
+    study_path: str | Path,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+) -> StudyRun:
     """Run (or resume) a study; raises PlatformError for bad input, returns what happened."""
     from salient.platform.cohort.prepare import load_cohort
     from salient.platform.tracking import git_revision
@@ -170,15 +182,24 @@ def run_study(study_path: str | Path, tracking_uri: str | None = None, address: 
         raise PlatformError(problem)
     key = study_key(study)
     tracker = _tracker(study, tracking_uri)
-    console.print(f"[bold]study[/] {study.name} ({study_path}): {plan.n_trials} trials, "
-                  f"{plan.n_evaluations} evaluations; outputs in {study.output_dir.resolve()}")
+    console.print(
+        f"[bold]study[/] {study.name} ({study_path}): {plan.n_trials} trials, "
+        f"{plan.n_evaluations} evaluations; outputs in {study.output_dir.resolve()}"
+    )
     console.print(f"MLflow tracking URI: {tracker.uri} (experiment {study.tracking.experiment or study.name})")
     cohort = load_cohort(study.cohort, study.output_dir, progress=True)
     trained, reused = _preview(study, plan, cohort, console)
     resolved = study.model_dump(mode="json")
-    params = {"study_file": str(study_path), "study_key": key, "code_version": CODE_VERSION,
-              "git_revision": git_revision(), "cohort_fingerprint": cohort.fingerprint,
-              "n_trials": plan.n_trials, "sampler": study.sampler.name, "preset": study.stages.preset}
+    params = {
+        "study_file": str(study_path),
+        "study_key": key,
+        "code_version": CODE_VERSION,
+        "git_revision": git_revision(),
+        "cohort_fingerprint": cohort.fingerprint,
+        "n_trials": plan.n_trials,
+        "sampler": study.sampler.name,
+        "preset": study.stages.preset,
+    }
     parent, resumed = tracker.start_study(key, study.name, params, {"salient.kind": "study"})
     if resume and not resumed:
         console.print("--resume: no earlier run of this study was found; starting it")
@@ -189,16 +210,26 @@ def run_study(study_path: str | Path, tracking_uri: str | None = None, address: 
         resolved_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
         tracker.log_parent_artifact(resolved_path)
     logged = set(tracker.logged_trials())
-    tune_params = {"git_revision": params["git_revision"], "cohort_fingerprint": cohort.fingerprint,
-                   "code_version": CODE_VERSION}
+    tune_params = {
+        "git_revision": params["git_revision"],
+        "cohort_fingerprint": cohort.fingerprint,
+        "code_version": CODE_VERSION,
+    }
 
     def log_outcome(o: TrialOutcome) -> None:
         if o.trial_key in logged:
             return
-        run_params = {**o.params, "repeat": o.repeat, "config_hash": o.trial_key, **tune_params,
-                      **{f"stage_key.{k}": v for k, v in o.stage_keys.items()}}
+        run_params = {
+            **o.params,
+            "repeat": o.repeat,
+            "config_hash": o.trial_key,
+            **tune_params,
+            **{f"stage_key.{k}": v for k, v in o.stage_keys.items()},
+        }
         stage_tags = {"salient.stages": json.dumps(o.stages)[:5000]}
-        artifacts = [Path(o.checkpoint_dir) / n for n in ("trial_result.json", "samples.png")] if o.checkpoint_dir else []
+        artifacts = (
+            [Path(o.checkpoint_dir) / n for n in ("trial_result.json", "samples.png")] if o.checkpoint_dir else []
+        )
         tracker.log_trial(o.trial_key, o.trial_id, run_params, o.metrics, stage_tags, artifacts)
         logged.add(o.trial_key)
 
@@ -207,12 +238,14 @@ def run_study(study_path: str | Path, tracking_uri: str | None = None, address: 
     status = "FAILED"
     try:
         with Live(progress.render(), console=console, refresh_per_second=1, transient=False) as live:
+
             def on_event(tune_id: str, state: str, info: dict[str, Any]) -> None:
                 progress.event(tune_id, state, info)
                 live.update(progress.render())
 
-            outcomes, failed = run_with_tune(study, plan, cohort, study.output_dir, experiment, address,
-                                             on_event, log_outcome)
+            outcomes, failed = run_with_tune(
+                study, plan, cohort, study.output_dir, experiment, address or study.ray.address, on_event, log_outcome
+            )
         for o in outcomes:  # trials restored as finished by Tune report no completion event
             log_outcome(o)
         _summary(console, study, outcomes)
@@ -234,8 +267,11 @@ def _summary(console: Console, study: Study, outcomes: list[Any]) -> None:
     for col in ["trial", *names, *metric_cols]:
         table.add_column(col)
     for o in sorted(outcomes, key=lambda o: o.trial_id):
-        table.add_row(o.trial_id, *[str(o.params.get(n, "-")) for n in names],
-                      *[f"{o.metrics[m]:.3f}" if m in o.metrics else "-" for m in metric_cols])
+        table.add_row(
+            o.trial_id,
+            *[str(o.params.get(n, "-")) for n in names],
+            *[f"{o.metrics[m]:.3f}" if m in o.metrics else "-" for m in metric_cols],
+        )
     console.print(table)
 
 
@@ -257,8 +293,13 @@ def study_status(study_path: str | Path, tracking_uri: str | None, console: Cons
     for col in ["run", *names, "status", "auprc", "auroc"]:
         table.add_column(col)
     for r in sorted(children, key=lambda r: r.info.run_name or ""):
-        table.add_row(r.info.run_name or r.info.run_id, *[r.data.params.get(n, "-") for n in names], r.info.status,
-                      f"{r.data.metrics.get('auprc', float('nan')):.3f}", f"{r.data.metrics.get('auroc', float('nan')):.3f}")
+        table.add_row(
+            r.info.run_name or r.info.run_id,
+            *[r.data.params.get(n, "-") for n in names],
+            r.info.status,
+            f"{r.data.metrics.get('auprc', float('nan')):.3f}",
+            f"{r.data.metrics.get('auroc', float('nan')):.3f}",
+        )
     console.print(table)
     done = sum(r.info.status == "FINISHED" for r in children)
     console.print(f"{done}/{plan.n_trials} trials logged")

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from salient.platform.cohort.preprocess import PreprocessedSubject
 
 __all__ = ["SliceSet", "neighbour_stack", "slice_set", "triplets"]
@@ -46,8 +45,14 @@ class SliceSet:
 
     def select(self, index: torch.Tensor) -> SliceSet:
         ids = index.tolist()
-        return SliceSet(self.image[index], self.mask[index], self.neighbours[index], self.triplet[index],
-                        tuple(self.subject[i] for i in ids), self.z[index])
+        return SliceSet(
+            self.image[index],
+            self.mask[index],
+            self.neighbours[index],
+            self.triplet[index],
+            tuple(self.subject[i] for i in ids),
+            self.z[index],
+        )
 
     def __len__(self) -> int:
         return int(self.image.shape[0])

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from salient.platform.cohort.manifest import SubjectRecord
 from salient.platform.errors import PlatformError
 
@@ -52,8 +51,9 @@ def _rng(*keys: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def make_split(records: Sequence[SubjectRecord], seed_size: int, repeat: int, study_seed: int,
-               test_fraction: float) -> Split:
+def make_split(
+    records: Sequence[SubjectRecord], seed_size: int, repeat: int, study_seed: int, test_fraction: float
+) -> Split:
     """Split a cohort for one repeat.
 
     If the manifest's ``split`` column marks any subject ``test``, those subjects are the test set
@@ -72,7 +72,7 @@ def make_split(records: Sequence[SubjectRecord], seed_size: int, repeat: int, st
         test = set()
         for label in (0, 1):
             group = sorted(r.subject for r in records if r.label == label)
-            n_test = int(round(test_fraction * len(group)))
+            n_test = round(test_fraction * len(group))
             test.update(rng.permutation(group)[:n_test].tolist())
     train = [r for r in records if r.subject not in test]
     eligible = sorted(r.subject for r in train if r.label == 1 and r.split != "unlabeled")

@@ -72,8 +72,13 @@ def _canonical(value: Any) -> Any:
 
 def stage_key(stage: str, config: Any, upstream: tuple[StageKey, ...] = (), **data: Any) -> StageKey:
     """The cache key of a stage: config + data identity + upstream keys + code version."""
-    payload = {"stage": stage, "config": _canonical(config), "data": _canonical(data),
-               "upstream": [str(u) for u in upstream], "code": CODE_VERSION}
+    payload = {
+        "stage": stage,
+        "config": _canonical(config),
+        "data": _canonical(data),
+        "upstream": [str(u) for u in upstream],
+        "code": CODE_VERSION,
+    }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
     return StageKey(stage, digest)
 

@@ -29,13 +29,18 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from salient.models.aggregator import AggregatorTrainer, pad_sequences
 from salient.models.configs import AggregatorConfig, DetectorConfig, DiffusionConfig, MaskVAEConfig, UCMTConfig
 from salient.models.detector import DetectorTrainer, MaskGuidedResNet
 from salient.models.diffusion import ConditionalDiffusion, DiffusionBatch, DiffusionTrainer
 from salient.models.mask_vae import MaskVAE3D, MaskVAETrainer, mask_to_volume, slice_volume
-from salient.models.metrics import attention_overlap, band_energy_stats, dice_score, frechet_distance, random_conv_extractor
+from salient.models.metrics import (
+    attention_overlap,
+    band_energy_stats,
+    dice_score,
+    frechet_distance,
+    random_conv_extractor,
+)
 from salient.models.ucmt import DeepLabV3Plus, UCMTTrainer
 from salient.platform.cohort.prepare import LoadedCohort
 from salient.platform.cohort.preprocess import PreprocessedSubject
@@ -97,7 +102,9 @@ def _every(total: int) -> int:
 # -- generator stages ---------------------------------------------------------------------------
 
 
-def train_mask_vae(cfg: MaskVAEConfig, masks: list[np.ndarray], seed: int, cache: StageCache, key: StageKey) -> tuple[dict[str, Any], dict[str, Any]]:
+def train_mask_vae(
+    cfg: MaskVAEConfig, masks: list[np.ndarray], seed: int, cache: StageCache, key: StageKey
+) -> tuple[dict[str, Any], dict[str, Any]]:
     vols = [v for v in (mask_to_volume(m, cfg.volume_size) for m in masks) if v is not None]
     if not vols:
         raise ValueError("MaskVAE3D needs at least one seed subject with a non-empty mask")
@@ -105,11 +112,18 @@ def train_mask_vae(cfg: MaskVAEConfig, masks: list[np.ndarray], seed: int, cache
     if (state := cache.load_checkpoint(key)) is not None:
         trainer.load_state_dict(state)
     every = _every(cfg.epochs)
-    losses = trainer.train(on_epoch=lambda e, _: cache.save_checkpoint(key, trainer.state_dict()) if e % every == 0 else None)
-    return {"ema": trainer.ema.module.state_dict()}, {"n_volumes": len(vols), "final_loss": losses[-1] if losses else None}
+    losses = trainer.train(
+        on_epoch=lambda e, _: cache.save_checkpoint(key, trainer.state_dict()) if e % every == 0 else None
+    )
+    return {"ema": trainer.ema.module.state_dict()}, {
+        "n_volumes": len(vols),
+        "final_loss": losses[-1] if losses else None,
+    }
 
 
-def train_diffusion(cfg: DiffusionConfig, data: SliceSet, seed: int, cache: StageCache, key: StageKey) -> tuple[dict[str, Any], dict[str, Any]]:
+def train_diffusion(
+    cfg: DiffusionConfig, data: SliceSet, seed: int, cache: StageCache, key: StageKey
+) -> tuple[dict[str, Any], dict[str, Any]]:
     model = ConditionalDiffusion(cfg)
     trainer = DiffusionTrainer(model, DiffusionBatch(data.image, data.mask, data.neighbours), seed=seed)
     if (state := cache.load_checkpoint(key)) is not None:
@@ -119,18 +133,25 @@ def train_diffusion(cfg: DiffusionConfig, data: SliceSet, seed: int, cache: Stag
         losses += trainer.train(steps=every)
         cache.save_checkpoint(key, trainer.state_dict())
     first = float(np.mean(losses[: max(1, len(losses) // 10)])) if losses else None
-    last = float(np.mean(losses[-max(1, len(losses) // 10):])) if losses else None
+    last = float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None
     return {"ema": trainer.ema.module.state_dict()}, {"n_slices": len(data), "loss_first": first, "loss_last": last}
 
 
-def train_ucmt(cfg: UCMTConfig, labeled: SliceSet, unlabeled: torch.Tensor, seed: int, cache: StageCache, key: StageKey) -> tuple[dict[str, Any], dict[str, Any]]:
+def train_ucmt(
+    cfg: UCMTConfig, labeled: SliceSet, unlabeled: torch.Tensor, seed: int, cache: StageCache, key: StageKey
+) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer = UCMTTrainer(cfg, (labeled.image, labeled.mask), unlabeled, seed=seed)
     if (state := cache.load_checkpoint(key)) is not None:
         trainer.load_state_dict(state)
     every = _every(cfg.train_steps)
-    losses = trainer.train(on_step=lambda s, _: cache.save_checkpoint(key, trainer.state_dict()) if s % every == 0 else None)
-    return {"teacher": trainer.teacher.module.state_dict()}, {"n_labeled": len(labeled), "n_unlabeled": int(unlabeled.shape[0]),
-                                                           "final_loss": losses[-1] if losses else None}
+    losses = trainer.train(
+        on_step=lambda s, _: cache.save_checkpoint(key, trainer.state_dict()) if s % every == 0 else None
+    )
+    return {"teacher": trainer.teacher.module.state_dict()}, {
+        "n_labeled": len(labeled),
+        "n_unlabeled": int(unlabeled.shape[0]),
+        "final_loss": losses[-1] if losses else None,
+    }
 
 
 def _ucmt_labels(cfg: UCMTConfig, state: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
@@ -138,13 +159,28 @@ def _ucmt_labels(cfg: UCMTConfig, state: Mapping[str, torch.Tensor], images: tor
     net.load_state_dict(state)
     net.eval()
     with torch.no_grad():
-        return torch.cat([(torch.sigmoid(net(images[i : i + 64])) > cfg.threshold).float() for i in range(0, len(images), 64)]) if len(images) else images
+        return (
+            torch.cat(
+                [(torch.sigmoid(net(images[i : i + 64])) > cfg.threshold).float() for i in range(0, len(images), 64)]
+            )
+            if len(images)
+            else images
+        )
 
 
-def synthesize_pool(diff_cfg: DiffusionConfig, diff_state: Mapping[str, torch.Tensor], vae_cfg: MaskVAEConfig,
-                    vae_state: Mapping[str, torch.Tensor], ucmt_cfg: UCMTConfig, ucmt_state: Mapping[str, torch.Tensor],
-                    hosts: list[PreprocessedSubject], extents: list[tuple[int, int]], n_target: int, seed: int,
-                    real_lesion_slices: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def synthesize_pool(
+    diff_cfg: DiffusionConfig,
+    diff_state: Mapping[str, torch.Tensor],
+    vae_cfg: MaskVAEConfig,
+    vae_state: Mapping[str, torch.Tensor],
+    ucmt_cfg: UCMTConfig,
+    ucmt_state: Mapping[str, torch.Tensor],
+    hosts: list[PreprocessedSubject],
+    extents: list[tuple[int, int]],
+    n_target: int,
+    seed: int,
+    real_lesion_slices: torch.Tensor,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Draw ``n_target`` paired synthetic slices (see the module docstring for the recipe)."""
     if not hosts or not extents:
         raise ValueError("synthesis needs at least one host subject and one seed lesion extent")
@@ -179,8 +215,12 @@ def synthesize_pool(diff_cfg: DiffusionConfig, diff_state: Mapping[str, torch.Te
     if not masks:
         raise RuntimeError("MaskVAE3D produced only empty masks; it is undertrained (raise mask_vae.epochs)")
     mask_all, neigh_all, ctx_all = torch.cat(masks), torch.cat(neigh), torch.cat(host_ctx)
-    images = torch.cat([diffusion.sample(mask_all[i : i + 64], neigh_all[i : i + 64], diff_cfg.guidance, generator=g)
-                        for i in range(0, len(mask_all), 64)])
+    images = torch.cat(
+        [
+            diffusion.sample(mask_all[i : i + 64], neigh_all[i : i + 64], diff_cfg.guidance, generator=g)
+            for i in range(0, len(mask_all), 64)
+        ]
+    )
     # Detector triplets: synthetic neighbours inside the synthetic block, the host's outside it.
     trip = ctx_all.clone()
     starts = np.cumsum([0] + [m.shape[0] for m in masks])
@@ -203,8 +243,11 @@ def _realism(pool: Mapping[str, torch.Tensor], real: torch.Tensor) -> dict[str, 
     syn = pool["image"]
     fidelity = [dice_score(p, c) for p, c in zip(pool["pseudo_mask"], pool["cond_mask"], strict=True)]
     extractor = random_conv_extractor()
-    out: dict[str, Any] = {"n_synthetic": len(syn), "mask_dice": float(np.mean(fidelity)) if fidelity else None,
-                           "feature_extractor": extractor.name}
+    out: dict[str, Any] = {
+        "n_synthetic": len(syn),
+        "mask_dice": float(np.mean(fidelity)) if fidelity else None,
+        "feature_extractor": extractor.name,
+    }
     if len(syn) >= 2 and len(real) >= 2:
         out["frechet_distance"] = frechet_distance(extractor(real), extractor(syn))
         for name, arr in band_energy_stats(syn).items():
@@ -221,8 +264,14 @@ def _detector_input(cfg: DetectorConfig, s: SliceSet) -> torch.Tensor:
     return s.triplet if cfg.input_mode == "triplet" else s.image
 
 
-def train_detector(cfg: DetectorConfig, real: SliceSet, synthetic: Mapping[str, torch.Tensor] | None, seed: int,
-                   cache: StageCache, key: StageKey) -> tuple[dict[str, Any], dict[str, Any]]:
+def train_detector(
+    cfg: DetectorConfig,
+    real: SliceSet,
+    synthetic: Mapping[str, torch.Tensor] | None,
+    seed: int,
+    cache: StageCache,
+    key: StageKey,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     x, y, m = _detector_input(cfg, real), real.has_lesion.float(), real.mask
     n_syn = 0
     if synthetic is not None and len(synthetic["image"]):
@@ -233,11 +282,15 @@ def train_detector(cfg: DetectorConfig, real: SliceSet, synthetic: Mapping[str, 
     if (state := cache.load_checkpoint(key)) is not None:
         trainer.load_state_dict(state)
     every = _every(cfg.epochs)
-    history = trainer.train(on_epoch=lambda e, _: cache.save_checkpoint(key, trainer.state_dict()) if e % every == 0 else None)
+    history = trainer.train(
+        on_epoch=lambda e, _: cache.save_checkpoint(key, trainer.state_dict()) if e % every == 0 else None
+    )
     return {"model": trainer.model.state_dict()}, {"n_slices": len(x), "n_synthetic": n_syn, "loss": history}
 
 
-def _subject_embeddings(det: MaskGuidedResNet, cfg: DetectorConfig, data: SliceSet, ids: tuple[str, ...]) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _subject_embeddings(
+    det: MaskGuidedResNet, cfg: DetectorConfig, data: SliceSet, ids: tuple[str, ...]
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     x = _detector_input(cfg, data)
     emb = det.embed(x)
     with torch.no_grad():
@@ -248,9 +301,17 @@ def _subject_embeddings(det: MaskGuidedResNet, cfg: DetectorConfig, data: SliceS
     return seqs, max_slice
 
 
-def train_aggregator(cfg: AggregatorConfig, det_cfg: DetectorConfig, det_state: Mapping[str, torch.Tensor],
-                     train: SliceSet, train_ids: tuple[str, ...], train_labels: torch.Tensor,
-                     test: SliceSet, test_ids: tuple[str, ...], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def train_aggregator(
+    cfg: AggregatorConfig,
+    det_cfg: DetectorConfig,
+    det_state: Mapping[str, torch.Tensor],
+    train: SliceSet,
+    train_ids: tuple[str, ...],
+    train_labels: torch.Tensor,
+    test: SliceSet,
+    test_ids: tuple[str, ...],
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     det = MaskGuidedResNet(det_cfg)
     det.load_state_dict(det_state)
     det.eval()
@@ -268,8 +329,7 @@ def train_aggregator(cfg: AggregatorConfig, det_cfg: DetectorConfig, det_state: 
         with torch.no_grad():
             _, att = det(_detector_input(det_cfg, test)[lesion][:128])
         overlap = float(np.mean(attention_overlap(att[-1], test.mask[lesion][:128])))
-    return ({"scores": scores, "max_slice": test_max},
-            {"loss": history, "attention_overlap": overlap})
+    return ({"scores": scores, "max_slice": test_max}, {"loss": history, "attention_overlap": overlap})
 
 
 # -- the trial --------------------------------------------------------------------------------
@@ -295,7 +355,9 @@ class TrialPlan:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def plan_trial(study: Study, params: Mapping[str, Any], repeat: int, pool_dose: float, cohort: LoadedCohort) -> TrialPlan:
+def plan_trial(
+    study: Study, params: Mapping[str, Any], repeat: int, pool_dose: float, cohort: LoadedCohort
+) -> TrialPlan:
     """Resolve a trial's configs, split and stage cache keys without training anything.
 
     Args:
@@ -309,8 +371,10 @@ def plan_trial(study: Study, params: Mapping[str, Any], repeat: int, pool_dose: 
         raise ValueError(f"dose {dose} must be within [0, pool_dose={pool_dose}]")
     seed_size = int(params["seed_size"]) if "seed_size" in params else _all_train_positives(cohort, repeat, study)
     split = make_split(cohort.records, seed_size, repeat, study.seed, study.evaluation.test_fraction)
-    n_real_pos = sum(int(cohort.subjects[s].mask.reshape(cohort.subjects[s].mask.shape[0], -1).any(axis=1).sum())
-                     for s in split.seed_positive)
+    n_real_pos = sum(
+        int(cohort.subjects[s].mask.reshape(cohort.subjects[s].mask.shape[0], -1).any(axis=1).sum())
+        for s in split.seed_positive
+    )
     n_syn, n_pool = round(dose * n_real_pos), round(pool_dose * n_real_pos)
     base = {"cohort": cohort.fingerprint, "repeat": repeat, "seed": study.seed}
     keys: dict[str, StageKey] = {}
@@ -320,18 +384,37 @@ def plan_trial(study: Study, params: Mapping[str, Any], repeat: int, pool_dose: 
         # Guidance only affects sampling: generators that differ only in guidance share training.
         diff_train_cfg = {k: v for k, v in _asdict(stages.diffusion).items() if k != "guidance"}
         keys["diffusion"] = stage_key("diffusion", diff_train_cfg, data=split.seed_positive, **base)
-        keys["ucmt"] = stage_key("ucmt", _asdict(stages.ucmt), data=(split.seed_positive, split.unlabeled, split.train_negative), **base)
-        keys["pool"] = stage_key("pool", {"guidance": _asdict(stages.diffusion.guidance), "n": n_pool},
-                                 (keys["mask_vae"], keys["diffusion"], keys["ucmt"]), hosts=split.train_negative, **base)
+        keys["ucmt"] = stage_key(
+            "ucmt", _asdict(stages.ucmt), data=(split.seed_positive, split.unlabeled, split.train_negative), **base
+        )
+        keys["pool"] = stage_key(
+            "pool",
+            {"guidance": _asdict(stages.diffusion.guidance), "n": n_pool},
+            (keys["mask_vae"], keys["diffusion"], keys["ucmt"]),
+            hosts=split.train_negative,
+            **base,
+        )
         upstream = (keys["pool"],)
-    keys["detector"] = stage_key("detector", _asdict(stages.detector), upstream, data=split.labeled, n_synthetic=n_syn, **base)
-    keys["aggregator"] = stage_key("aggregator", {"aggregator": _asdict(stages.aggregator), "evaluation": study.evaluation.model_dump(mode="json")},
-                                   (keys["detector"],), test=split.test, **base)
+    keys["detector"] = stage_key(
+        "detector", _asdict(stages.detector), upstream, data=split.labeled, n_synthetic=n_syn, **base
+    )
+    keys["aggregator"] = stage_key(
+        "aggregator",
+        {"aggregator": _asdict(stages.aggregator), "evaluation": study.evaluation.model_dump(mode="json")},
+        (keys["detector"],),
+        test=split.test,
+        **base,
+    )
     return TrialPlan(dict(params), repeat, stages, split, n_real_pos, n_syn, n_pool, keys)
 
 
-def run_trial(study: Study, trial: TrialPlan, cohort: LoadedCohort, cache: StageCache,
-              report: Callable[[StageEvent], None] | None = None) -> TrialResult:
+def run_trial(
+    study: Study,
+    trial: TrialPlan,
+    cohort: LoadedCohort,
+    cache: StageCache,
+    report: Callable[[StageEvent], None] | None = None,
+) -> TrialResult:
     """Run (or reuse) every stage of a planned trial and return its metrics."""
     subjects, split, stages, keys, repeat = cohort.subjects, trial.split, trial.stages, trial.keys, trial.repeat
     split.assert_disjoint()
@@ -348,44 +431,104 @@ def run_trial(study: Study, trial: TrialPlan, cohort: LoadedCohort, cache: Stage
     pool: dict[str, torch.Tensor] | None = None
     n_syn = 0
     if "pool" in keys:
-        vae = stage("mask_vae", lambda: train_mask_vae(
-            stages.mask_vae, [subjects[s].mask for s in split.seed_positive], derive_seed(study.seed, repeat, "mask_vae"),
-            cache, keys["mask_vae"]))
-        diff = stage("diffusion", lambda: train_diffusion(
-            stages.diffusion, seed_set, derive_seed(study.seed, repeat, "diffusion"), cache, keys["diffusion"]))
-        ucmt = stage("ucmt", lambda: train_ucmt(
-            stages.ucmt, _ucmt_labeled(seed_set, repeat, study.seed),
-            _ucmt_unlabeled(subjects, split, repeat, study.seed, 8 * max(trial.n_real_positive, 16)),
-            derive_seed(study.seed, repeat, "ucmt"), cache, keys["ucmt"]))
+        vae = stage(
+            "mask_vae",
+            lambda: train_mask_vae(
+                stages.mask_vae,
+                [subjects[s].mask for s in split.seed_positive],
+                derive_seed(study.seed, repeat, "mask_vae"),
+                cache,
+                keys["mask_vae"],
+            ),
+        )
+        diff = stage(
+            "diffusion",
+            lambda: train_diffusion(
+                stages.diffusion, seed_set, derive_seed(study.seed, repeat, "diffusion"), cache, keys["diffusion"]
+            ),
+        )
+        ucmt = stage(
+            "ucmt",
+            lambda: train_ucmt(
+                stages.ucmt,
+                _ucmt_labeled(seed_set, repeat, study.seed),
+                _ucmt_unlabeled(subjects, split, repeat, study.seed, 8 * max(trial.n_real_positive, 16)),
+                derive_seed(study.seed, repeat, "ucmt"),
+                cache,
+                keys["ucmt"],
+            ),
+        )
         hosts = [subjects[s] for s in split.train_negative] or [subjects[s] for s in split.seed_positive]
         extents = _lesion_extents([subjects[s].mask for s in split.seed_positive])
-        full_pool = stage("pool", lambda: synthesize_pool(
-            stages.diffusion, diff["ema"], stages.mask_vae, vae["ema"], stages.ucmt, ucmt["teacher"], hosts, extents,
-            trial.n_pool, derive_seed(study.seed, repeat, "pool"), lesion_slices.image))
+        full_pool = stage(
+            "pool",
+            lambda: synthesize_pool(
+                stages.diffusion,
+                diff["ema"],
+                stages.mask_vae,
+                vae["ema"],
+                stages.ucmt,
+                ucmt["teacher"],
+                hosts,
+                extents,
+                trial.n_pool,
+                derive_seed(study.seed, repeat, "pool"),
+                lesion_slices.image,
+            ),
+        )
         pool = {k: v[: trial.n_synthetic] for k, v in full_pool.items()}  # nested subsets of one pool
         n_syn = len(pool["image"])  # the pool can fall short if the mask VAE draws empty masks
     labeled = slice_set(subjects, split.labeled, stages.diffusion.neighbour_offsets)
-    det = stage("detector", lambda: train_detector(
-        stages.detector, labeled, pool, derive_seed(study.seed, repeat, "detector"), cache, keys["detector"]))
+    det = stage(
+        "detector",
+        lambda: train_detector(
+            stages.detector, labeled, pool, derive_seed(study.seed, repeat, "detector"), cache, keys["detector"]
+        ),
+    )
     test = slice_set(subjects, split.test, stages.diffusion.neighbour_offsets)
     train_labels = torch.tensor([float(subjects[s].label) for s in split.labeled])
-    agg = stage("aggregator", lambda: train_aggregator(
-        stages.aggregator, stages.detector, det["model"], labeled, split.labeled, train_labels, test, split.test,
-        derive_seed(study.seed, repeat, "aggregator")))
+    agg = stage(
+        "aggregator",
+        lambda: train_aggregator(
+            stages.aggregator,
+            stages.detector,
+            det["model"],
+            labeled,
+            split.labeled,
+            train_labels,
+            test,
+            split.test,
+            derive_seed(study.seed, repeat, "aggregator"),
+        ),
+    )
     ev = study.evaluation
     y = np.array([subjects[s].label for s in split.test])
     tvr = np.array([subjects[s].tvr or 0.0 for s in split.test])
     eval_seed = derive_seed(study.seed, repeat, "evaluation")
-    metrics = evaluate_subjects(y, agg["scores"].numpy(), ev.prevalences, draws=ev.prevalence_draws,
-                                bootstrap=ev.bootstrap, ci=ev.ci, seed=eval_seed, tvr=tvr)
-    max_slice = evaluate_subjects(y, agg["max_slice"].numpy(), ev.prevalences, draws=ev.prevalence_draws,
-                                  bootstrap=0, ci=ev.ci, seed=eval_seed)
+    metrics = evaluate_subjects(
+        y,
+        agg["scores"].numpy(),
+        ev.prevalences,
+        draws=ev.prevalence_draws,
+        bootstrap=ev.bootstrap,
+        ci=ev.ci,
+        seed=eval_seed,
+        tvr=tvr,
+    )
+    max_slice = evaluate_subjects(
+        y, agg["max_slice"].numpy(), ev.prevalences, draws=ev.prevalence_draws, bootstrap=0, ci=ev.ci, seed=eval_seed
+    )
     metrics.update({f"maxslice_{k}": v for k, v in max_slice.items() if k.startswith(("auprc", "auroc"))})
     metrics["attention_overlap"] = cache.meta(keys["aggregator"])["attention_overlap"]
     if "pool" in keys:
         pool_meta = cache.meta(keys["pool"])
-        metrics.update({k if k.startswith(("synthetic_", "real_")) else f"pool_{k}": v
-                        for k, v in pool_meta.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+        metrics.update(
+            {
+                k if k.startswith(("synthetic_", "real_")) else f"pool_{k}": v
+                for k, v in pool_meta.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+        )
     metrics.update({"n_real_positive_slices": float(trial.n_real_positive), "n_synthetic": float(n_syn)})
     return TrialResult(metrics, {k: str(v) for k, v in keys.items()}, split.fingerprint(), trial.n_real_positive, n_syn)
 
@@ -406,7 +549,9 @@ def _ucmt_labeled(seed_set: SliceSet, repeat: int, study_seed: int) -> SliceSet:
     return seed_set.select(chosen)
 
 
-def _ucmt_unlabeled(subjects: Mapping[str, PreprocessedSubject], split: Split, repeat: int, study_seed: int, cap: int) -> torch.Tensor:
+def _ucmt_unlabeled(
+    subjects: Mapping[str, PreprocessedSubject], split: Split, repeat: int, study_seed: int, cap: int
+) -> torch.Tensor:
     ids = split.unlabeled + split.train_negative
     images = np.concatenate([subjects[s].image for s in ids])[:, None] if ids else np.zeros((0, 1, 1, 1), np.float32)
     rng = np.random.default_rng(derive_seed(study_seed, repeat, "ucmt-unlabeled"))
@@ -421,5 +566,3 @@ def _lesion_extents(masks: list[np.ndarray]) -> list[tuple[int, int]]:
         if len(zs):
             out.append((int(zs.min()), int(zs.max() - zs.min() + 1)))
     return out
-
-

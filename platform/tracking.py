@@ -37,8 +37,13 @@ def git_revision(cwd: Path | None = None) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         rev = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return (rev + ("-dirty" if dirty else "")) if out.returncode == 0 and rev else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -72,7 +77,9 @@ class Tracker:
     def _find(self, filter_string: str) -> list[Any]:
         return list(self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000))
 
-    def start_study(self, study_key: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> tuple[str, bool]:
+    def start_study(
+        self, study_key: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> tuple[str, bool]:
         """Find or create the study's parent run; returns ``(run_id, resumed)``."""
         found = [r for r in self._find(f"tags.`{STUDY_KEY}` = '{study_key}'") if PARENT not in r.data.tags]
         if found:
@@ -100,11 +107,22 @@ class Tracker:
         """``trial_key -> run_id`` of every finished child run of the current study."""
         assert self.parent_id is not None
         runs = self._find(f"tags.`{PARENT}` = '{self.parent_id}'")
-        return {r.data.tags[TRIAL_KEY]: r.info.run_id for r in runs
-                if TRIAL_KEY in r.data.tags and r.info.status == "FINISHED"}
+        return {
+            r.data.tags[TRIAL_KEY]: r.info.run_id
+            for r in runs
+            if TRIAL_KEY in r.data.tags and r.info.status == "FINISHED"
+        }
 
-    def log_trial(self, trial_key: str, name: str, params: Mapping[str, Any], metrics: Mapping[str, float],
-                  tags: Mapping[str, str], artifacts: list[Path] = (), steps: Mapping[str, list[float]] | None = None) -> tuple[str, bool]:  # type: ignore[assignment]
+    def log_trial(
+        self,
+        trial_key: str,
+        name: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+        artifacts: list[Path] = (),
+        steps: Mapping[str, list[float]] | None = None,
+    ) -> tuple[str, bool]:  # type: ignore[assignment]
         """Log one trial as a child run unless it is logged already; returns ``(run_id, new)``."""
         assert self.parent_id is not None, "start_study first"
         for run in self._find(f"tags.`{TRIAL_KEY}` = '{trial_key}'"):
@@ -113,13 +131,17 @@ class Tracker:
             if run.info.status == "FINISHED":
                 return run.info.run_id, False
             self.client.delete_run(run.info.run_id)  # half-logged by a killed driver: redo it
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={PARENT: self.parent_id, TRIAL_KEY: trial_key, **tags})
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={PARENT: self.parent_id, TRIAL_KEY: trial_key, **tags}
+        )
         rid = run.info.run_id
         history = [Metric(k, float(v), 0, i) for k, values in (steps or {}).items() for i, v in enumerate(values)]
-        self.client.log_batch(rid, metrics=_metrics(metrics) + history,
-                              params=[Param(k, _param_value(v)) for k, v in params.items()],
-                              tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_batch(
+            rid,
+            metrics=_metrics(metrics) + history,
+            params=[Param(k, _param_value(v)) for k, v in params.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
         for path in artifacts:
             if path.exists():
                 self.client.log_artifact(rid, str(path))
@@ -132,5 +154,8 @@ def _metrics(metrics: Mapping[str, float]) -> list[Metric]:
     import time
 
     now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, 0) for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))]
+    return [
+        Metric(k, float(v), now, 0)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
+    ]

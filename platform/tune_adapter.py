@@ -32,10 +32,9 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import Callback, Checkpoint
-
+from salient.platform.artifacts import sample_grid_png
 from salient.platform.cohort.prepare import LoadedCohort
 from salient.platform.stage_cache import StageCache
-from salient.platform.artifacts import sample_grid_png
 from salient.platform.stages import StageEvent, configure_torch, plan_trial, run_trial
 from salient.platform.study.plan import Plan, TrialSpec
 from salient.platform.study.schema import ParamSpec, Study
@@ -102,8 +101,9 @@ def _define_by_run(cell: TrialSpec, sampled: Mapping[str, ParamSpec]) -> Callabl
     return space
 
 
-def _trainable(config: dict[str, Any], study: Study, plan: Plan, pool_dose: float, cohort: LoadedCohort,
-               cache_root: str, cpus: int) -> None:
+def _trainable(
+    config: dict[str, Any], study: Study, plan: Plan, pool_dose: float, cohort: LoadedCohort, cache_root: str, cpus: int
+) -> None:
     """One trial. ``config``: ``trial_index`` plus any sampled values."""
     configure_torch(cpus)
     cell = plan.trials[int(config["trial_index"])]
@@ -131,8 +131,14 @@ def _trainable(config: dict[str, Any], study: Study, plan: Plan, pool_dose: floa
     cache = StageCache(cache_root)
     result = run_trial(study, trial_plan, cohort, cache, report)
     with tempfile.TemporaryDirectory() as d:
-        payload = {"metrics": result.metrics, "params": params, "stage_keys": result.stage_keys,
-                   "trial_key": trial_plan.trial_key, "stages": events, "split": result.split_fingerprint}
+        payload = {
+            "metrics": result.metrics,
+            "params": params,
+            "stage_keys": result.stage_keys,
+            "trial_key": trial_plan.trial_key,
+            "stages": events,
+            "split": result.split_fingerprint,
+        }
         (Path(d) / RESULT_FILE).write_text(json.dumps(payload, indent=1, default=str))
         if "pool" in trial_plan.keys:
             pool = cache.load(trial_plan.keys["pool"])
@@ -144,8 +150,16 @@ def _outcome_from_checkpoint(path: str | None, cell: TrialSpec) -> TrialOutcome 
     if path is None or not (Path(path) / RESULT_FILE).is_file():
         return None
     saved = json.loads((Path(path) / RESULT_FILE).read_text())
-    return TrialOutcome(cell.trial_id, saved["trial_key"], cell.repeat, saved["params"], saved["metrics"], saved["stage_keys"],
-                        saved["stages"], path)
+    return TrialOutcome(
+        cell.trial_id,
+        saved["trial_key"],
+        cell.repeat,
+        saved["params"],
+        saved["metrics"],
+        saved["stage_keys"],
+        saved["stages"],
+        path,
+    )
 
 
 #: Driver-side listeners by id. Tune pickles its RunConfig (callbacks included) into the
@@ -175,8 +189,11 @@ class _Relay(Callback):  # type: ignore[misc]
         self.on_event(trial.trial_id, "running", {"cell": self._cell(trial).trial_id})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.on_event(trial.trial_id, "running", {"cell": self._cell(trial).trial_id, "stage": result.get("stage"),
-                                                  "reused": result.get("reused")})
+        self.on_event(
+            trial.trial_id,
+            "running",
+            {"cell": self._cell(trial).trial_id, "stage": result.get("stage"), "reused": result.get("reused")},
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.on_event(trial.trial_id, "failed", {"cell": self._cell(trial).trial_id})
@@ -202,13 +219,21 @@ def _init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        ray.init(
+            num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+        )
 
 
-def run_with_tune(study: Study, plan: Plan, cohort: LoadedCohort, output_dir: Path, experiment: str,
-                  address: str | None, on_event: Callable[[str, str, dict[str, Any]], None],
-                  on_done: Callable[[TrialOutcome], None]) -> tuple[list[TrialOutcome], list[str]]:
+def run_with_tune(
+    study: Study,
+    plan: Plan,
+    cohort: LoadedCohort,
+    output_dir: Path,
+    experiment: str,
+    address: str | None,
+    on_event: Callable[[str, str, dict[str, Any]], None],
+    on_done: Callable[[TrialOutcome], None],
+) -> tuple[list[TrialOutcome], list[str]]:
     """Run every trial of the plan; returns the finished outcomes and the ids of failed trials.
 
     ``experiment`` names the Tune experiment folder under ``output_dir/ray_results``; an
@@ -220,32 +245,57 @@ def run_with_tune(study: Study, plan: Plan, cohort: LoadedCohort, output_dir: Pa
     pool_dose = max([float(t.params.get("dose", 0.0)) for t in plan.trials] + [0.0])
     storage = (output_dir / "ray_results").resolve()
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, study=study, plan=plan, pool_dose=pool_dose, cohort=cohort,
-                             cache_root=str((output_dir / "stage_cache").resolve()), cpus=max(1, int(cpus))),
+        tune.with_parameters(
+            _trainable,
+            study=study,
+            plan=plan,
+            pool_dose=pool_dose,
+            cohort=cohort,
+            cache_root=str((output_dir / "stage_cache").resolve()),
+            cpus=max(1, int(cpus)),
+        ),
         {"cpu": cpus, "gpu": gpus},
     )
     listener_id = experiment  # stable: a restored Tuner unpickles the callback with this id
     _LISTENERS[listener_id] = (on_event, on_done)
     relay = _Relay(plan, listener_id)
     run_config = tune.RunConfig(
-        storage_path=str(storage), verbose=0, callbacks=[relay],
+        storage_path=str(storage),
+        verbose=0,
+        callbacks=[relay],
         failure_config=tune.FailureConfig(max_failures=study.resources.retries),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
     groups: list[tuple[str, dict[str, Any], tune.TuneConfig]] = []
     if not plan.sampled:
-        groups.append((experiment, {"trial_index": tune.grid_search([t.index for t in plan.trials])},
-                       tune.TuneConfig(max_concurrent_trials=study.resources.max_concurrent, num_samples=1)))
+        groups.append(
+            (
+                experiment,
+                {"trial_index": tune.grid_search([t.index for t in plan.trials])},
+                tune.TuneConfig(max_concurrent_trials=study.resources.max_concurrent, num_samples=1),
+            )
+        )
     else:
         from ray.tune.search.optuna import OptunaSearch
 
         for cell in plan.trials:
-            search = OptunaSearch(space=_define_by_run(cell, plan.sampled), metric=study.sampler.metric,
-                                  mode=study.sampler.mode,
-                                  sampler=make_sampler(study.sampler.name, study.sampler.seed + cell.index))
-            groups.append((f"{experiment}-{cell.trial_id}", {},
-                           tune.TuneConfig(search_alg=search, num_samples=plan.n_samples,
-                                           max_concurrent_trials=study.resources.max_concurrent)))
+            search = OptunaSearch(
+                space=_define_by_run(cell, plan.sampled),
+                metric=study.sampler.metric,
+                mode=study.sampler.mode,
+                sampler=make_sampler(study.sampler.name, study.sampler.seed + cell.index),
+            )
+            groups.append(
+                (
+                    f"{experiment}-{cell.trial_id}",
+                    {},
+                    tune.TuneConfig(
+                        search_alg=search,
+                        num_samples=plan.n_samples,
+                        max_concurrent_trials=study.resources.max_concurrent,
+                    ),
+                )
+            )
     outcomes: list[TrialOutcome] = []
     failed: list[str] = []
     try:
@@ -255,16 +305,28 @@ def run_with_tune(study: Study, plan: Plan, cohort: LoadedCohort, output_dir: Pa
     return outcomes, failed
 
 
-def _fit_groups(groups: list[tuple[str, dict[str, Any], Any]], storage: Path, trainable: Any, run_config: Any,
-                plan: Plan, outcomes: list[TrialOutcome], failed: list[str]) -> None:
+def _fit_groups(
+    groups: list[tuple[str, dict[str, Any], Any]],
+    storage: Path,
+    trainable: Any,
+    run_config: Any,
+    plan: Plan,
+    outcomes: list[TrialOutcome],
+    failed: list[str],
+) -> None:
     for name, space, tune_config in groups:
         path = storage / name
         if tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                       param_space=space or None)
+            tuner = tune.Tuner.restore(
+                str(path), trainable=trainable, resume_unfinished=True, resume_errored=True, param_space=space or None
+            )
         else:
-            tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
-                               run_config=dataclasses.replace(run_config, name=name))
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space,
+                tune_config=tune_config,
+                run_config=dataclasses.replace(run_config, name=name),
+            )
         grid = tuner.fit()
         for result in grid:
             cell = plan.trials[int(result.config["trial_index"])]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from salient.platform.cohort.phantom import write_phantom_cohort
 from salient.platform.study.schema import PhantomSpec
 

@@ -39,7 +39,12 @@ def test_models_do_not_import_platform_ray_or_mlflow() -> None:
     for path in sorted((REPO / "models").glob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
                 assert not any(name == b or name.startswith(b + ".") for b in banned), (path.name, name)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
 from salient.platform.cohort.manifest import SubjectRecord, parse_manifest
 
 __all__ = ["CheckReport", "Problem", "check_cohort", "load_volume"]
@@ -81,13 +80,21 @@ def _check_subject(rec: SubjectRecord) -> list[Problem]:
         if rec.label == 1 and n_lesion == 0:
             problems.append(Problem(rec.subject, "empty mask", "label 1 (positive) but the mask is empty"))
         if rec.label == 0 and n_lesion > 0:
-            problems.append(Problem(rec.subject, "non-empty mask", f"label 0 (negative) but the mask has {n_lesion} lesion voxels"))
+            problems.append(
+                Problem(rec.subject, "non-empty mask", f"label 0 (negative) but the mask has {n_lesion} lesion voxels")
+            )
     if "image" in vols and "mask" in vols:
         (image, ia), (mask, ma) = vols["image"], vols["mask"]
         if image.shape != mask.shape:
             problems.append(Problem(rec.subject, "shape mismatch", f"image {image.shape} vs mask {mask.shape}"))
         elif not np.allclose(ia, ma, atol=AFFINE_TOLERANCE):
-            problems.append(Problem(rec.subject, "affine mismatch", f"image and mask grids differ by up to {np.abs(ia - ma).max():.4g} mm"))
+            problems.append(
+                Problem(
+                    rec.subject,
+                    "affine mismatch",
+                    f"image and mask grids differ by up to {np.abs(ia - ma).max():.4g} mm",
+                )
+            )
     return problems
 
 

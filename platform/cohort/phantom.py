@@ -21,17 +21,24 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
 from salient.platform.study.schema import PhantomSpec
 
-__all__ = ["PhantomSubject", "TVR_CLASSES", "draw_subject", "write_phantom_cohort"]
+__all__ = ["TVR_CLASSES", "PhantomSubject", "draw_subject", "write_phantom_cohort"]
 
 log = logging.getLogger(__name__)
 
 # Hounsfield units of each tissue (typical contrast-enhanced CT values).
 HU = {
-    "air": -1000.0, "fat": -100.0, "muscle": 45.0, "lung": -850.0, "mediastinal_fat": -70.0,
-    "heart": 40.0, "aorta": 260.0, "cortex": 800.0, "marrow": 250.0, "hematoma": 65.0,
+    "air": -1000.0,
+    "fat": -100.0,
+    "muscle": 45.0,
+    "lung": -850.0,
+    "mediastinal_fat": -70.0,
+    "heart": 40.0,
+    "aorta": 260.0,
+    "cortex": 800.0,
+    "marrow": 250.0,
+    "hematoma": 65.0,
 }
 #: Lesion radius range (mm) of each size class; gives roughly a decade of TVR.
 TVR_CLASSES = {"small": (9.0, 12.0), "middle": (14.0, 18.0), "large": (22.0, 28.0)}
@@ -93,14 +100,18 @@ def draw_subject(spec: PhantomSpec, index: int, label: int, tvr_class: str | Non
         lung_scale = 0.75 + 0.25 * np.sin(np.pi * (0.15 + 0.8 * z[k]))
         lungs = np.zeros_like(torso)
         for side in (-1, 1):
-            lungs |= _ellipse(X, Y, cx + side * lung_off * taper, cy + 0.05 * b, lung_w * lung_scale, lung_d * lung_scale)
+            lungs |= _ellipse(
+                X, Y, cx + side * lung_off * taper, cy + 0.05 * b, lung_w * lung_scale, lung_d * lung_scale
+            )
         lungs &= inner
         sl[lungs] = HU["lung"]
         mediastinum = _ellipse(X, Y, cx, cy + 0.1 * b, 0.30 * a * taper, 0.62 * b) & inner & ~lungs
         sl[mediastinum] = HU["mediastinal_fat"]
         heart = np.zeros_like(torso)
         if z[k] < heart_top:
-            heart = _ellipse(X, Y, cx - 0.08 * a, cy + 0.25 * b, 0.22 * a, 0.28 * b * (1 - 0.5 * z[k] / heart_top)) & inner
+            heart = (
+                _ellipse(X, Y, cx - 0.08 * a, cy + 0.25 * b, 0.22 * a, 0.28 * b * (1 - 0.5 * z[k] / heart_top)) & inner
+            )
             sl[heart] = HU["heart"]
         asc_c = (cx + 0.06 * a, cy + 0.12 * b)
         desc_c = (cx - 0.10 * a, cy - 0.42 * b)
@@ -108,8 +119,12 @@ def draw_subject(spec: PhantomSpec, index: int, label: int, tvr_class: str | Non
         if z[k] >= heart_top - 0.1:
             aorta |= _ellipse(X, Y, *asc_c, aorta_r * 1.1, aorta_r * 1.1)
         if z[k] > 0.85:  # the arch joins ascending and descending aorta near the apex
-            t = np.clip(((X - asc_c[0]) * (desc_c[0] - asc_c[0]) + (Y - asc_c[1]) * (desc_c[1] - asc_c[1]))
-                        / ((desc_c[0] - asc_c[0]) ** 2 + (desc_c[1] - asc_c[1]) ** 2), 0, 1)
+            t = np.clip(
+                ((X - asc_c[0]) * (desc_c[0] - asc_c[0]) + (Y - asc_c[1]) * (desc_c[1] - asc_c[1]))
+                / ((desc_c[0] - asc_c[0]) ** 2 + (desc_c[1] - asc_c[1]) ** 2),
+                0,
+                1,
+            )
             px, py = asc_c[0] + t * (desc_c[0] - asc_c[0]), asc_c[1] + t * (desc_c[1] - asc_c[1])
             aorta |= (X - px) ** 2 + (Y - py) ** 2 <= aorta_r**2
         sl[aorta & inner] = HU["aorta"]
@@ -181,7 +196,9 @@ def write_phantom_cohort(spec: PhantomSpec, out_dir: str | Path, progress: bool 
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     order = np.random.default_rng([spec.seed, 10**6]).permutation(spec.n_subjects)
-    positives = {int(i): list(TVR_CLASSES)[k % len(TVR_CLASSES)] for k, i in enumerate(sorted(order[: spec.n_positive]))}
+    positives = {
+        int(i): list(TVR_CLASSES)[k % len(TVR_CLASSES)] for k, i in enumerate(sorted(order[: spec.n_positive]))
+    }
     affine = np.diag([*spec.spacing, 1.0])
     rows = []
     indices = range(spec.n_subjects)
@@ -199,10 +216,17 @@ def write_phantom_cohort(spec: PhantomSpec, out_dir: str | Path, progress: bool 
             nii.header.set_qform(affine, code=1)
             nii.header.set_sform(affine, code=1)
             nib.save(nii, str(out / rel))
-        rows.append({
-            "subject": subj.subject, "image": str(img_path), "mask": str(msk_path), "label": subj.label,
-            "split": "", "tvr": f"{subj.tvr:.6g}", "tvr_class": subj.tvr_class,
-        })
+        rows.append(
+            {
+                "subject": subj.subject,
+                "image": str(img_path),
+                "mask": str(msk_path),
+                "label": subj.label,
+                "split": "",
+                "tvr": f"{subj.tvr:.6g}",
+                "tvr_class": subj.tvr_class,
+            }
+        )
     manifest = out / "labels.csv"
     with manifest.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -33,7 +33,6 @@ from monai.transforms import (
     ScaleIntensityRanged,
     Spacingd,
 )
-
 from salient.platform.cohort.manifest import Manifest, SubjectRecord
 from salient.platform.study.schema import PreprocessSpec
 
@@ -49,17 +48,19 @@ def _is_body(x: torch.Tensor) -> torch.Tensor:  # module level: picklable for Ra
 def build_transform(spec: PreprocessSpec) -> Compose:
     keys = ["image", "mask"]
     low, high = spec.hu_window
-    return Compose([
-        LoadImaged(keys=keys, image_only=True),
-        EnsureChannelFirstd(keys=keys),
-        Orientationd(keys=keys, axcodes="RAS"),
-        Spacingd(keys=keys, pixdim=spec.spacing, mode=("bilinear", "nearest"), padding_mode="border"),
-        CropForegroundd(keys=keys, source_key="image", select_fn=_is_body, allow_smaller=True),
-        # Scale before padding so the pad value -1 is "air" in the normalised image.
-        ScaleIntensityRanged(keys=["image"], a_min=low, a_max=high, b_min=-1.0, b_max=1.0, clip=True),
-        ResizeWithPadOrCropd(keys=["image"], spatial_size=spec.roi, value=-1.0),
-        ResizeWithPadOrCropd(keys=["mask"], spatial_size=spec.roi, value=0),
-    ])
+    return Compose(
+        [
+            LoadImaged(keys=keys, image_only=True),
+            EnsureChannelFirstd(keys=keys),
+            Orientationd(keys=keys, axcodes="RAS"),
+            Spacingd(keys=keys, pixdim=spec.spacing, mode=("bilinear", "nearest"), padding_mode="border"),
+            CropForegroundd(keys=keys, source_key="image", select_fn=_is_body, allow_smaller=True),
+            # Scale before padding so the pad value -1 is "air" in the normalised image.
+            ScaleIntensityRanged(keys=["image"], a_min=low, a_max=high, b_min=-1.0, b_max=1.0, clip=True),
+            ResizeWithPadOrCropd(keys=["image"], spatial_size=spec.roi, value=-1.0),
+            ResizeWithPadOrCropd(keys=["mask"], spatial_size=spec.roi, value=0),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def _to_zhw(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(arr, (2, 1, 0))[:, ::-1, :])
 
 
-def preprocess_subject(record: SubjectRecord, spec: PreprocessSpec, transform: Compose | None = None) -> PreprocessedSubject:
+def preprocess_subject(
+    record: SubjectRecord, spec: PreprocessSpec, transform: Compose | None = None
+) -> PreprocessedSubject:
     out = (transform or build_transform(spec))({"image": str(record.image), "mask": str(record.mask)})
     image = _to_zhw(out["image"]).astype(np.float32)
     mask = (_to_zhw(out["mask"]) > 0.5).astype(np.uint8)
@@ -89,7 +92,9 @@ class SliceCache:
 
     def __init__(self, root: str | Path, manifest: Manifest, spec: PreprocessSpec):
         key = hashlib.sha256(
-            json.dumps({"spec": spec.model_dump(mode="json"), "cohort": manifest.fingerprint()}, sort_keys=True).encode()
+            json.dumps(
+                {"spec": spec.model_dump(mode="json"), "cohort": manifest.fingerprint()}, sort_keys=True
+            ).encode()
         ).hexdigest()[:16]
         self.dir = Path(root) / key
         self.manifest = manifest

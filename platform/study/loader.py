@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
-
 from salient.models.configs import STAGE_CONFIGS, stage_config
 from salient.platform.errors import Issue, StudyError
 from salient.platform.study.schema import ParamSpec, StagesSpec, Study
@@ -41,7 +40,12 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise StudyError.single(path, where, text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else "", f"not valid YAML: {problem}") from None
+        raise StudyError.single(
+            path,
+            where,
+            text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else "",
+            f"not valid YAML: {problem}",
+        ) from None
 
 
 def _loc_to_path(prefix: str, loc: tuple[Any, ...]) -> str:
@@ -160,7 +164,14 @@ def load_search_space(raw: Any, study_file: Path, issues: list[Issue]) -> dict[s
         if isinstance(part, str):
             path = _resolve_file(part, study_file)
             if path is None:
-                issues.append(Issue(str(study_file), where, part, "search-space file not found (looked next to the study and one folder up)"))
+                issues.append(
+                    Issue(
+                        str(study_file),
+                        where,
+                        part,
+                        "search-space file not found (looked next to the study and one folder up)",
+                    )
+                )
                 continue
             try:
                 mapping = read_yaml(path)
@@ -209,7 +220,15 @@ def _check_space(
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     issues.append(Issue(file, where, value, "seed_size must be a whole number >= 1"))
                 elif n_positive is not None and value >= n_positive:
-                    issues.append(Issue(file, where, value, f"seed_size must be smaller than the cohort's {n_positive} positive subjects (the held-out test set needs positives)"))
+                    issues.append(
+                        Issue(
+                            file,
+                            where,
+                            value,
+                            f"seed_size must be smaller than the cohort's {n_positive} positive subjects "
+                            "(the held-out test set needs positives)",
+                        )
+                    )
             elif name == "prevalence":
                 if spec.kind != "grid":
                     issues.append(Issue(file, base, spec.kind, "prevalence is an evaluation axis: use grid"))
@@ -223,7 +242,15 @@ def _check_space(
                     issues.append(Issue(file, base, name, str(exc)))
                     break
                 if stage not in STAGE_CONFIGS or not segments:
-                    issues.append(Issue(file, base, name, f"unknown parameter; use one of {list(RESERVED_AXES)} or STAGE.FIELD with STAGE in {sorted(STAGE_CONFIGS)}"))
+                    issues.append(
+                        Issue(
+                            file,
+                            base,
+                            name,
+                            f"unknown parameter; use one of {list(RESERVED_AXES)} "
+                            f"or STAGE.FIELD with STAGE in {sorted(STAGE_CONFIGS)}",
+                        )
+                    )
                     break
                 try:
                     candidate = set_param(stage_dicts[stage], segments, value)
@@ -237,13 +264,26 @@ def _check_space(
                     issues.append(Issue(file, where, value, msg))
         for cond, allowed in (spec.when or {}).items():
             if cond not in entries:
-                issues.append(Issue(file, f"{base}.when.{cond}", cond, "condition names a parameter that is not in the search space"))
+                issues.append(
+                    Issue(
+                        file, f"{base}.when.{cond}", cond, "condition names a parameter that is not in the search space"
+                    )
+                )
                 continue
             other = entries[cond][0]
             if other.kind not in ("grid", "choice"):
-                issues.append(Issue(file, f"{base}.when.{cond}", cond, "conditions can only test grid or choice parameters"))
+                issues.append(
+                    Issue(file, f"{base}.when.{cond}", cond, "conditions can only test grid or choice parameters")
+                )
             elif unknown := [v for v in allowed if v not in other.candidate_values()]:
-                issues.append(Issue(file, f"{base}.when.{cond}", unknown, f"values never taken by {cond} ({list(other.candidate_values())})"))
+                issues.append(
+                    Issue(
+                        file,
+                        f"{base}.when.{cond}",
+                        unknown,
+                        f"values never taken by {cond} ({list(other.candidate_values())})",
+                    )
+                )
 
 
 def load_study(path: str | Path) -> Study:
@@ -283,23 +323,49 @@ def load_study(path: str | Path) -> Study:
             manifest = cohort.manifest if cohort.manifest.is_absolute() else path.parent / cohort.manifest
             n_positive = _count_positives(manifest)
             if n_positive is None:
-                issues.append(Issue(file, "cohort.manifest", str(cohort.manifest), f"manifest not readable at {manifest}"))
+                issues.append(
+                    Issue(file, "cohort.manifest", str(cohort.manifest), f"manifest not readable at {manifest}")
+                )
     _check_space(entries, stage_dicts, n_positive, issues)
     if "seed_size" not in entries:
-        issues.append(Issue(file, "search_space", sorted(entries), "the search space must define seed_size (labeled positive subjects)"))
+        issues.append(
+            Issue(
+                file,
+                "search_space",
+                sorted(entries),
+                "the search space must define seed_size (labeled positive subjects)",
+            )
+        )
     if "prevalence" in entries and isinstance(raw.get("evaluation"), dict) and "prevalences" in raw["evaluation"]:
-        issues.append(Issue(file, "evaluation.prevalences", raw["evaluation"]["prevalences"], "prevalence is set both here and in the search space; keep one"))
+        issues.append(
+            Issue(
+                file,
+                "evaluation.prevalences",
+                raw["evaluation"]["prevalences"],
+                "prevalence is set both here and in the search space; keep one",
+            )
+        )
     if study is not None:
         sampled = sorted(n for n, (s, _, _) in entries.items() if not s.is_grid)
         if sampled and study.sampler.name == "grid":
-            issues.append(Issue(file, "sampler.name", "grid", f"the search space samples {sampled}; choose random, tpe, gp, cmaes or nsga2, or make them grid entries"))
+            issues.append(
+                Issue(
+                    file,
+                    "sampler.name",
+                    "grid",
+                    f"the search space samples {sampled}; "
+                    "choose random, tpe, gp, cmaes or nsga2, or make them grid entries",
+                )
+            )
     if issues:
         raise StudyError(issues)
     assert study is not None and stages is not None
     space = {name: spec for name, (spec, _, _) in entries.items()}
     update: dict[str, Any] = {"stages": stages, "search_space": space}
     if "prevalence" in space:
-        update["evaluation"] = study.evaluation.model_copy(update={"prevalences": tuple(space["prevalence"].grid or ())})
+        update["evaluation"] = study.evaluation.model_copy(
+            update={"prevalences": tuple(space["prevalence"].grid or ())}
+        )
     if study.cohort.manifest is not None and not study.cohort.manifest.is_absolute():
         update["cohort"] = study.cohort.model_copy(update={"manifest": (path.parent / study.cohort.manifest).resolve()})
     return study.model_copy(update=update)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
-
 from salient.models.configs import STAGE_CONFIGS
 from salient.platform.study.loader import set_param, split_param_path
 from salient.platform.study.schema import ParamSpec, StagesSpec, Study
@@ -63,10 +62,7 @@ class Plan:
 
 def generator_params(params: dict[str, Any]) -> dict[str, Any]:
     """The values that determine a trial's synthetic pool (not the dose, detector or prevalence)."""
-    return {
-        k: v for k, v in params.items()
-        if k == "seed_size" or k.split(".", 1)[0] in GENERATOR_STAGES
-    }
+    return {k: v for k, v in params.items() if k == "seed_size" or k.split(".", 1)[0] in GENERATOR_STAGES}
 
 
 def generator_key(trial: TrialSpec) -> tuple[Any, ...]:

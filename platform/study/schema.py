@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from salient.models.configs import (
     AggregatorConfig,
     DetectorConfig,
@@ -56,9 +55,7 @@ class PhantomSpec(Frozen):
     @model_validator(mode="after")
     def _check(self) -> PhantomSpec:
         if self.n_positive >= self.n_subjects:
-            raise ValueError(
-                f"n_positive ({self.n_positive}) must be smaller than n_subjects ({self.n_subjects})"
-            )
+            raise ValueError(f"n_positive ({self.n_positive}) must be smaller than n_subjects ({self.n_subjects})")
         if min(self.shape[:2]) < 32 or self.shape[2] < 8:
             raise ValueError(f"shape must be at least (32, 32, 8) voxels, got {self.shape}")
         if min(self.spacing) <= 0:
@@ -102,9 +99,7 @@ class CohortSpec(Frozen):
         if self.source == "manifest" and self.manifest is None:
             raise ValueError("source 'manifest' needs cohort.manifest (a labels CSV)")
         if self.source == "phantom" and self.manifest is not None:
-            raise ValueError(
-                "cohort.manifest is set but source is 'phantom'; set source: manifest to use it"
-            )
+            raise ValueError("cohort.manifest is set but source is 'phantom'; set source: manifest to use it")
         return self
 
 
@@ -140,8 +135,7 @@ class ParamSpec(Frozen):
         kinds = [k for k in ("grid", "choice", "uniform", "loguniform", "int") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError(
-                "an entry needs exactly one of grid, choice, uniform, loguniform, int; "
-                f"got {kinds or 'none'}"
+                f"an entry needs exactly one of grid, choice, uniform, loguniform, int; got {kinds or 'none'}"
             )
         kind = kinds[0]
         values = getattr(self, kind)

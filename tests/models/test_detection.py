@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from salient.models.aggregator import AggregatorTrainer, EViTAggregator, pad_sequences
 from salient.models.configs import AggregatorConfig, DetectorConfig, UCMTConfig
 from salient.models.detector import DetectorTrainer, MaskGuidedResNet, balanced_indices, focal_loss
@@ -22,7 +21,9 @@ def test_focal_loss_matches_direct_formula() -> None:
         at = alpha if yi == 1 else 1 - alpha
         direct.append(-at * (1 - pt) ** gamma * np.log(pt))
     assert float(focal_loss(logits, y, gamma, alpha)) == pytest.approx(np.mean(direct), rel=1e-5)
-    assert float(focal_loss(logits, y, 0.0, 0.5)) == pytest.approx(0.5 * float(torch.nn.functional.binary_cross_entropy_with_logits(logits, y)), rel=1e-5)
+    assert float(focal_loss(logits, y, 0.0, 0.5)) == pytest.approx(
+        0.5 * float(torch.nn.functional.binary_cross_entropy_with_logits(logits, y)), rel=1e-5
+    )
 
 
 def test_umix_swaps_the_intended_patches() -> None:
@@ -35,7 +36,12 @@ def test_umix_swaps_the_intended_patches() -> None:
     xm, ym, pairs = umix(x, y, unc, grid=4, k=2)
     assert pairs[0] == [(5, 3), (10, 0)]
     changed = (xm[0, 0] != x[0, 0]).nonzero().tolist()
-    expected = {(r, c) for p in (5, 10) for r in range(2 * (p // 4), 2 * (p // 4) + 2) for c in range(2 * (p % 4), 2 * (p % 4) + 2)}
+    expected = {
+        (r, c)
+        for p in (5, 10)
+        for r in range(2 * (p // 4), 2 * (p // 4) + 2)
+        for c in range(2 * (p % 4), 2 * (p % 4) + 2)
+    }
     assert {tuple(rc) for rc in changed} == expected
     assert torch.equal(ym - 10, xm)  # labels mixed identically
 
@@ -63,7 +69,9 @@ def test_ucmt_teacher_segments_lesions() -> None:
 
 def test_aggregator_ignores_padding_and_trains() -> None:
     torch.manual_seed(0)
-    cfg = AggregatorConfig(max_len=12, d_model=16, heads=4, layers=3, keep_rate=0.5, dropout=0.0, epochs=30, batch_size=8, lr=3e-3)
+    cfg = AggregatorConfig(
+        max_len=12, d_model=16, heads=4, layers=3, keep_rate=0.5, dropout=0.0, epochs=30, batch_size=8, lr=3e-3
+    )
     seqs = [torch.randn(n, 6) for n in (3, 12, 20, 7)]
     x, pad = pad_sequences(seqs, 12)
     assert pad.sum(1).tolist() == [9, 0, 0, 5]

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from salient.models.configs import DiffusionConfig, GuidanceConfig
 from salient.models.diffusion import ConditionalDiffusion, DiffusionBatch, DiffusionTrainer, structured_cfg
 from salient.platform.cohort.phantom import draw_subject
@@ -17,7 +16,8 @@ def phantom_slices() -> DiffusionBatch:
     mask = subj.mask.transpose(2, 1, 0).astype(np.float32)
     zs = [5, 6, 7, 8]
     return DiffusionBatch(
-        torch.tensor(vol[zs])[:, None], torch.tensor(mask[zs])[:, None],
+        torch.tensor(vol[zs])[:, None],
+        torch.tensor(mask[zs])[:, None],
         torch.tensor(np.stack([vol[[z - 1, z + 1]] for z in zs])),
     )
 
@@ -51,7 +51,9 @@ def test_dropped_conditions_differ_from_empty_ones() -> None:
 @pytest.mark.parametrize("domain", ["wavelet", "pixel"])
 def test_tiny_model_overfits_phantom_slices(domain: str) -> None:
     torch.manual_seed(0)
-    trainer = DiffusionTrainer(ConditionalDiffusion(TINY.__class__(**{**TINY.__dict__, "domain": domain})), phantom_slices(), seed=0)
+    trainer = DiffusionTrainer(
+        ConditionalDiffusion(TINY.__class__(**{**TINY.__dict__, "domain": domain})), phantom_slices(), seed=0
+    )
     losses = trainer.train()
     first, last = np.mean(losses[:15]), np.mean(losses[-15:])
     assert first / last > 3.0, (first, last)
@@ -68,7 +70,9 @@ def test_sampler_outputs_images_deterministically_for_ddim_eta0() -> None:
     assert a.min() >= -1 and a.max() <= 1
     steps: list[int] = []
     ddpm = GuidanceConfig(sampler="ddpm")
-    model.sample(data.mask[:1], data.neighbours[:1], ddpm, torch.Generator().manual_seed(3), on_step=lambda i, n: steps.append(n))
+    model.sample(
+        data.mask[:1], data.neighbours[:1], ddpm, torch.Generator().manual_seed(3), on_step=lambda i, n: steps.append(n)
+    )
     assert len(steps) == 50  # DDPM visits every timestep
 
 

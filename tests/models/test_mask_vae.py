@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from salient.models.configs import MaskVAEConfig
 from salient.models.mask_vae import MaskVAE3D, MaskVAETrainer, dice_loss, mask_to_volume, slice_volume, vae_loss
 from salient.platform.cohort.phantom import draw_subject

@@ -1,12 +1,20 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
-
 from salient.models.metrics import (
-    attention_overlap, auprc, auroc, band_energy_stats, bootstrap_ci, dice_score, frechet_distance,
-    ms_ssim, prevalence_subsample, random_conv_extractor, tvr_strata,
+    attention_overlap,
+    auprc,
+    auroc,
+    band_energy_stats,
+    bootstrap_ci,
+    dice_score,
+    frechet_distance,
+    ms_ssim,
+    prevalence_subsample,
+    random_conv_extractor,
+    tvr_strata,
 )
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,6 +1,7 @@
+import itertools
+
 import pytest
 import torch
-
 from salient.models.configs import WaveletLossConfig
 from salient.models.losses import boundary_map, pixel_aux_loss, wavelet_loss
 from salient.models.schedules import NEI_SCHEDULES, cosine_alphas_cumprod, ddim_timesteps, nei_scale
@@ -19,7 +20,7 @@ def test_cosine_schedule_golden_values() -> None:
 def test_ddim_timesteps_strided_from_top() -> None:
     steps = ddim_timesteps(1000, 10)
     assert steps[0] == 999 and steps[-1] == 0 and len(steps) == 10
-    assert all(a > b for a, b in zip(steps, steps[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(steps))
     with pytest.raises(ValueError):
         ddim_timesteps(10, 11)
 
@@ -31,7 +32,7 @@ def test_nei_schedule_endpoints_and_monotone(schedule: str) -> None:
     expected_end = start if schedule == "constant" else end
     assert nei_scale(schedule, 1.0, start, end) == pytest.approx(expected_end)
     values = [nei_scale(schedule, p / 10, start, end) for p in range(11)]
-    assert all(a >= b - 1e-12 for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(values))
 
 
 def test_nei_schedule_rejects_unknown_and_out_of_range() -> None:
@@ -68,8 +69,18 @@ def test_boundary_weighting_and_hh_moderation() -> None:
     target = torch.zeros(1, 4, 9, 9)
     err = torch.zeros(1, 4, 9, 9)
     err[0, :, 3, 3] = 1.0  # error on the boundary in every band
-    cfg = WaveletLossConfig(band_weights=(1, 1, 1, 1), boundary_weight=3.0, hh_moderation=0.5, lambda_mu=0, lambda_sigma=0, lambda_hf=(0, 0, 0))
-    per_band = [float(wavelet_loss(err * (torch.arange(4) == b).view(1, 4, 1, 1), target, mask, cfg)["wavelet"]) for b in range(4)]
+    cfg = WaveletLossConfig(
+        band_weights=(1, 1, 1, 1),
+        boundary_weight=3.0,
+        hh_moderation=0.5,
+        lambda_mu=0,
+        lambda_sigma=0,
+        lambda_hf=(0, 0, 0),
+    )
+    per_band = [
+        float(wavelet_loss(err * (torch.arange(4) == b).view(1, 4, 1, 1), target, mask, cfg)["wavelet"])
+        for b in range(4)
+    ]
     n = 4 * 81
     assert per_band[0] == pytest.approx(3.0 / n)  # boundary up-weighted x3
     assert per_band[3] == pytest.approx(1.5 / n)  # HH moderated by 0.5 on the boundary

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import pywt
 import torch
-
 from salient.models.fsa import FrequencyScaling
 from salient.models.wavelet import HaarDWT, haar_dwt2, haar_idwt2
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
 from salient.platform.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,8 +52,7 @@ def test_unknown_subcommand_is_usage_error() -> None:
 
 def test_cohort_phantom_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cohort"
-    assert main(["cohort", "phantom", str(out), "--subjects", "6", "--positives", "2",
-                 "--shape", "32", "32", "8"]) == 0
+    assert main(["cohort", "phantom", str(out), "--subjects", "6", "--positives", "2", "--shape", "32", "32", "8"]) == 0
     assert (out / "labels.csv").is_file() and len(list((out / "images").glob("*.nii.gz"))) == 6
     assert main(["cohort", "check", str(out)]) == 0
     (out / "masks" / "phantom_0000.nii.gz").unlink()

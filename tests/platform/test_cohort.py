@@ -10,17 +10,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from salient.platform.cohort import SliceCache, check_cohort, read_manifest, write_phantom_cohort
 from salient.platform.cohort.phantom import TVR_CLASSES, draw_subject
 from salient.platform.errors import CohortError
 from salient.platform.study.schema import PhantomSpec, PreprocessSpec
+
 from tests.conftest import SMALL_PHANTOM
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_phantom_is_deterministic_by_seed(tmp_path: Path, phantom_dir: Path) -> None:
@@ -115,8 +118,14 @@ def test_cohort_check_lists_every_problem(broken_cohort: Path) -> None:
     text = "\n".join(map(str, report.problems))
     expected = {
         "bad image": 3,  # truncated, not NIfTI, 2D
-        "missing mask": 1, "shape mismatch": 1, "non-finite voxels": 1, "empty mask": 2,
-        "affine mismatch": 1, "mask labels": 1, "non-empty mask": 1, "manifest": 1,
+        "missing mask": 1,
+        "shape mismatch": 1,
+        "non-finite voxels": 1,
+        "empty mask": 2,
+        "affine mismatch": 1,
+        "mask labels": 1,
+        "non-empty mask": 1,
+        "manifest": 1,
     }
     # pos[1]'s lesion became label 2, so its mask is also empty of label 1 -> a second "empty mask"
     for kind, count in expected.items():

@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
+from pydantic import ValidationError
 from salient.platform.errors import StudyError
 from salient.platform.study import apply_params, build_plan, load_study
 
@@ -64,14 +64,17 @@ def test_shipped_h100_study_validates_with_a_paper_sized_manifest(tmp_path: Path
 
 
 def test_shipped_search_spaces_parse(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: t
         sampler: {{name: tpe, n_trials: 3}}
         search_space:
-          - {REPO / 'search_spaces' / 'guidance.yaml'}
-          - {REPO / 'search_spaces' / 'wavelet_bands.yaml'}
+          - {REPO / "search_spaces" / "guidance.yaml"}
+          - {REPO / "search_spaces" / "wavelet_bands.yaml"}
           - {{seed_size: {{grid: [4]}}}}
-    """)
+    """,
+    )
     study = load_study(path)
     plan = build_plan(study)
     assert "diffusion.guidance.s_mask" in plan.sampled
@@ -79,12 +82,12 @@ def test_shipped_search_spaces_parse(tmp_path: Path) -> None:
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
-    file, path, value, msg = only_issue(write(tmp_path, BASE + "bogus: 1\n"))
+    file, path, _value, msg = only_issue(write(tmp_path, BASE + "bogus: 1\n"))
     assert file.endswith("study.yaml") and path == "bogus" and msg == "unknown key"
 
 
 def test_unknown_stage_setting(tmp_path: Path) -> None:
-    _, path, value, msg = only_issue(write(tmp_path, BASE + "stages: {diffusion: {guidance: {s_mask_typo: 1}}}\n"))
+    _, path, _value, msg = only_issue(write(tmp_path, BASE + "stages: {diffusion: {guidance: {s_mask_typo: 1}}}\n"))
     assert path == "stages.diffusion.guidance.s_mask_typo" and msg == "unknown key"
 
 
@@ -104,7 +107,7 @@ def test_negative_dose(tmp_path: Path) -> None:
 
 
 def test_prevalence_outside_unit_interval_in_evaluation(tmp_path: Path) -> None:
-    _, path, value, msg = only_issue(write(tmp_path, BASE + "evaluation: {prevalences: [0.01, 1.5]}\n"))
+    _, path, _value, msg = only_issue(write(tmp_path, BASE + "evaluation: {prevalences: [0.01, 1.5]}\n"))
     assert path == "evaluation.prevalences" and "(0, 1)" in msg
 
 
@@ -119,19 +122,23 @@ def test_seed_size_larger_than_positives(tmp_path: Path) -> None:
 
 
 def test_seed_size_checked_against_manifest_positives(tmp_path: Path) -> None:
-    (tmp_path / "labels.csv").write_text("subject,image,mask,label\na,a.nii,am.nii,1\nb,b.nii,bm.nii,1\nc,c.nii,cm.nii,0\n")
-    text = BASE.replace("{source: phantom, phantom: {n_subjects: 20, n_positive: 8}}", "{source: manifest, manifest: labels.csv}")
-    _, path, value, msg = only_issue(write(tmp_path, text))
+    (tmp_path / "labels.csv").write_text(
+        "subject,image,mask,label\na,a.nii,am.nii,1\nb,b.nii,bm.nii,1\nc,c.nii,cm.nii,0\n"
+    )
+    text = BASE.replace(
+        "{source: phantom, phantom: {n_subjects: 20, n_positive: 8}}", "{source: manifest, manifest: labels.csv}"
+    )
+    _, path, _value, msg = only_issue(write(tmp_path, text))
     assert path == "search_space.seed_size.grid[0]" and "2 positive" in msg
 
 
 def test_unknown_sampler(tmp_path: Path) -> None:
-    _, path, value, msg = only_issue(write(tmp_path, BASE + "sampler: {name: annealing}\n"))
+    _, path, value, _msg = only_issue(write(tmp_path, BASE + "sampler: {name: annealing}\n"))
     assert path == "sampler.name" and value == "annealing"
 
 
 def test_sampled_entries_need_a_sampler(tmp_path: Path) -> None:
-    _, path, value, msg = only_issue(write(tmp_path, BASE + "  diffusion.guidance.s_mask: {uniform: [1, 3]}\n"))
+    _, path, _value, msg = only_issue(write(tmp_path, BASE + "  diffusion.guidance.s_mask: {uniform: [1, 3]}\n"))
     assert path == "sampler.name" and "diffusion.guidance.s_mask" in msg
 
 
@@ -142,7 +149,7 @@ def test_search_space_value_checked_against_stage_rules(tmp_path: Path) -> None:
 
 
 def test_unknown_search_space_parameter(tmp_path: Path) -> None:
-    _, path, value, msg = only_issue(write(tmp_path, BASE + "  diffusion.nonexistent: {grid: [1]}\n"))
+    _, path, _value, msg = only_issue(write(tmp_path, BASE + "  diffusion.nonexistent: {grid: [1]}\n"))
     assert path == "search_space.diffusion.nonexistent" and "no setting" in msg
 
 
@@ -153,7 +160,7 @@ def test_entry_with_two_kinds(tmp_path: Path) -> None:
 
 def test_condition_on_missing_parameter(tmp_path: Path) -> None:
     text = BASE + "  detector.lr: {grid: [0.01], when: {detector.epochs: [3]}}\n"
-    _, path, value, msg = only_issue(write(tmp_path, text))
+    _, path, _value, msg = only_issue(write(tmp_path, text))
     assert path == "search_space.detector.lr.when.detector.epochs" and "not in the search space" in msg
 
 
@@ -169,7 +176,7 @@ def test_missing_search_space_file(tmp_path: Path) -> None:
 
 
 def test_malformed_yaml_names_line(tmp_path: Path) -> None:
-    file, path, _, msg = only_issue(write(tmp_path, "name: t\nsearch_space: {dose: [\n"))
+    _file, path, _, msg = only_issue(write(tmp_path, "name: t\nsearch_space: {dose: [\n"))
     assert "line" in path and "not valid YAML" in msg
 
 
@@ -185,7 +192,9 @@ def test_prevalence_in_both_places_is_contradictory(tmp_path: Path) -> None:
 
 
 def test_manifest_with_phantom_source_is_contradictory(tmp_path: Path) -> None:
-    text = BASE.replace("{source: phantom, phantom: {n_subjects: 20, n_positive: 8}}", "{source: phantom, manifest: x.csv}")
+    text = BASE.replace(
+        "{source: phantom, phantom: {n_subjects: 20, n_positive: 8}}", "{source: phantom, manifest: x.csv}"
+    )
     _, path, _, msg = only_issue(write(tmp_path, text))
     assert path == "cohort" and "source" in msg
 
@@ -193,19 +202,29 @@ def test_manifest_with_phantom_source_is_contradictory(tmp_path: Path) -> None:
 def test_conditional_grid_entries_expand_without_duplicates(tmp_path: Path) -> None:
     text = BASE + (
         "  diffusion.guidance.nei_schedule: {grid: [constant, exponential]}\n"
-        "  diffusion.guidance.nei_decay_rate: {grid: [1.0, 5.0], when: {diffusion.guidance.nei_schedule: [exponential]}}\n"
+        "  diffusion.guidance.nei_decay_rate:\n"
+        "    {grid: [1.0, 5.0], when: {diffusion.guidance.nei_schedule: [exponential]}}\n"
     )
     plan = build_plan(load_study(write(tmp_path, text)))
-    cells = {(t.params["dose"], t.params["diffusion.guidance.nei_schedule"], t.params.get("diffusion.guidance.nei_decay_rate")) for t in plan.trials}
+    cells = {
+        (
+            t.params["dose"],
+            t.params["diffusion.guidance.nei_schedule"],
+            t.params.get("diffusion.guidance.nei_decay_rate"),
+        )
+        for t in plan.trials
+    }
     assert len(plan.trials) == len(cells) == 2 * 3  # per dose: constant, exp@1, exp@5
     assert plan.n_generators == 3
 
 
 def test_apply_params_sets_nested_and_indexed_fields(tmp_path: Path) -> None:
     study = load_study(write(tmp_path, BASE))
-    stages = apply_params(study.stages, {"diffusion.guidance.s_mask": 3.5, "diffusion.loss.band_weights[3]": 0.2, "dose": 2})
+    stages = apply_params(
+        study.stages, {"diffusion.guidance.s_mask": 3.5, "diffusion.loss.band_weights[3]": 0.2, "dose": 2}
+    )
     assert stages.diffusion.guidance.s_mask == 3.5
     assert stages.diffusion.loss.band_weights == (1.0, 1.0, 1.0, 0.2)
     assert study.stages.diffusion.guidance.s_mask == 2.0  # the original is frozen and unchanged
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         study.repeats = 3  # type: ignore[misc]

@@ -1,0 +1,268 @@
+"""`platform run` end to end on a tiny phantom study, through real Ray Tune and real MLflow.
+
+Every test runs the CLI in a subprocess (its own Ray instance, like a user's shell) and then
+queries MLflow with ``mlflow.search_runs``. Servers the tests need (an ``mlflow server``, a
+``ray start --head`` cluster) are started here on 127.0.0.1 and stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+TINY_STUDY = {
+    "name": "tiny_e2e",
+    "seed": 0,
+    "cohort": {
+        "source": "phantom",
+        "phantom": {"n_subjects": 24, "n_positive": 8, "shape": [48, 48, 12], "spacing": [8.0, 8.0, 10.0], "seed": 1},
+        "preprocessing": {"spacing": [8.0, 8.0, 10.0], "hu_window": [-160, 240], "roi": [32, 32, 12]},
+    },
+    "stages": {
+        "preset": "tiny",
+        "mask_vae": {"epochs": 3, "volume_size": [8, 16, 16]},
+        "diffusion": {"train_steps": 6, "base_channels": 8, "guidance": {"sampling_steps": 3}},
+        "ucmt": {"train_steps": 6},
+        "detector": {"epochs": 1},
+        "aggregator": {"epochs": 2},
+    },
+    "search_space": {"dose": {"grid": [0.0, 1.0]}, "seed_size": {"grid": [2]}},
+    "sampler": {"name": "grid"},
+    "evaluation": {"prevalences": [0.25, 0.5], "test_fraction": 0.5, "bootstrap": 20, "prevalence_draws": 2},
+    "resources": {"cpus": 1, "max_concurrent": 2, "retries": 1},
+}
+N_TRIALS = 2
+
+
+def _write_study(tmp_path: Path, **changes: object) -> Path:
+    study = {**TINY_STUDY, "output_dir": str(tmp_path / "out"), **changes}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def _platform(*args: str, env: dict[str, str] | None = None, timeout: int = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "salient.platform.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _runs(uri: str, experiment: str = "tiny_e2e") -> tuple[list, list]:
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment} missing at {uri}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_tiny_study_end_to_end_then_rerun_trains_nothing(tmp_path: Path) -> None:
+    study = _write_study(tmp_path)
+    first = _platform("run", str(study))
+    assert first.returncode == 0, first.stdout + first.stderr
+    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    parents, children = _runs(uri)
+    assert len(parents) == 1 and len(children) == N_TRIALS
+    assert parents[0].info.status == "FINISHED"
+    # Queryable the way users query it: mlflow.search_runs into a DataFrame.
+    mlflow.set_tracking_uri(uri)
+    df = mlflow.search_runs(experiment_names=["tiny_e2e"], filter_string="params.dose = '1.0'")
+    assert len(df) == 1
+    for col in (
+        "metrics.auprc_p0.25",
+        "metrics.auprc_p0.5",
+        "metrics.auroc",
+        "metrics.auprc_p0.25_ci_low",
+        "params.seed_size",
+        "params.config_hash",
+        "params.cohort_fingerprint",
+        "params.git_revision",
+    ):
+        assert col in df.columns, col
+    assert 0.0 <= float(df["metrics.auprc_p0.25"].iloc[0]) <= 1.0
+    assert float(df["metrics.n_synthetic"].iloc[0]) > 0  # dose 1 trained on synthetic pairs
+    artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(df["run_id"].iloc[0])}
+    assert {"trial_result.json", "samples.png"} <= artifacts
+    assert any(a.path == "study.resolved.yaml" for a in mlflow.MlflowClient(uri).list_artifacts(parents[0].info.run_id))
+    # Second run: every stage is reused, nothing is trained or logged twice.
+    second = _platform("run", str(study))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming study run" in second.stdout
+    out = second.stdout
+    table = out[out.index("stages (distinct") : out.index("stages (distinct") + 800]
+    for stage in ("mask_vae", "diffusion", "ucmt", "pool", "detector", "aggregator"):
+        line = next(ln for ln in table.splitlines() if f" {stage} " in ln)
+        assert line.split("│")[3].strip() == "0", line  # the "train" column
+    parents2, children2 = _runs(uri)
+    assert [p.info.run_id for p in parents2] == [p.info.run_id for p in parents]
+    assert sorted(c.info.run_id for c in children2) == sorted(c.info.run_id for c in children)
+    status = _platform("status", str(study))
+    assert status.returncode == 0 and f"{N_TRIALS}/{N_TRIALS} trials logged" in status.stdout
+
+
+def test_resume_after_sigkill_of_the_driver(tmp_path: Path) -> None:
+    study = _write_study(tmp_path, resources={"cpus": 1, "max_concurrent": 1, "retries": 1})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "salient.platform.cli", "run", str(study)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    cache = tmp_path / "out" / "stage_cache"
+    deadline = time.time() + 300
+    try:  # kill the driver as soon as the first trial has finished a stage (mid-study)
+        while time.time() < deadline and not any(cache.glob("*/*/meta.json")):
+            assert proc.poll() is None, "the study ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert any(cache.glob("*/*/meta.json")), "no stage finished in time"
+    resumed = _platform("run", str(study), "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    parents, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    assert len(parents) == 1 and len(children) == N_TRIALS  # exactly the planned runs
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert len({c.data.tags["salient.trial_key"] for c in children}) == N_TRIALS
+
+
+def test_a_failing_trial_is_retried(tmp_path: Path) -> None:
+    study = _write_study(tmp_path)
+    marker = tmp_path / "failed-once"
+    result = _platform("run", str(study), env={"SALIENT_FAIL_ONCE": str(marker)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert marker.exists(), "the injected failure never fired"
+    _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    assert len(children) == N_TRIALS and all(c.info.status == "FINISHED" for c in children)
+
+
+def test_a_failing_trial_without_retries_fails_the_run_clearly(tmp_path: Path) -> None:
+    study = _write_study(tmp_path, resources={"cpus": 1, "max_concurrent": 2, "retries": 0})
+    result = _platform("run", str(study), env={"SALIENT_FAIL_ONCE": str(tmp_path / "marker")})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "failed after their retries" in result.stderr and "rerun the same command" in result.stderr
+    _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    assert len(children) == N_TRIALS - 1  # the other trial is kept
+    again = _platform("run", str(study))  # the marker exists now: the rerun completes the study
+    assert again.returncode == 0, again.stdout + again.stderr
+    _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    assert len(children) == N_TRIALS
+
+
+@pytest.mark.skipif(shutil.which("mlflow") is None, reason="mlflow CLI not on PATH")
+def test_study_against_a_real_mlflow_server(tmp_path: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--default-artifact-root",
+            str(tmp_path / "art"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None, "mlflow server exited"
+                time.sleep(0.5)
+        result = _platform("run", str(_write_study(tmp_path)), "--tracking-uri", uri)
+        assert result.returncode == 0, result.stdout + result.stderr
+        parents, children = _runs(uri)
+        assert len(parents) == 1 and len(children) == N_TRIALS
+        assert not (tmp_path / "out" / "mlflow.db").exists()  # nothing went to the embedded store
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("ray") is None, reason="ray CLI not on PATH")
+def test_study_joins_a_running_ray_cluster(tmp_path: Path) -> None:
+    port = _free_port()
+    # Ray's socket paths must stay under 107 characters: pytest's tmp_path is too deep.
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    # Token authentication, as on a real cluster: the head and every client share one token.
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # --block keeps `ray start` in the foreground; signalling its process group stops exactly
+    # this cluster (`ray stop` would stop every Ray instance on the machine).
+    head = subprocess.Popen(
+        [
+            "ray",
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            assert head.poll() is None, "ray start --head exited"
+            time.sleep(0.5)
+    try:
+        result = _platform("run", str(_write_study(tmp_path)), "--address", f"127.0.0.1:{port}", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+        assert len(children) == N_TRIALS
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
