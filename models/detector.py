@@ -57,7 +57,7 @@ def attention_alignment_loss(att: torch.Tensor, mask: torch.Tensor) -> torch.Ten
         return att.sum() * 0.0
     a = att[has_lesion]
     a = a / (a.flatten(1).amax(dim=1).view(-1, 1, 1, 1) + 1e-6)
-    m = F.adaptive_avg_pool2d(mask[has_lesion], a.shape[-2:])
+    m = F.adaptive_avg_pool2d(mask[has_lesion], (a.shape[-2], a.shape[-1]))
     m = m / (m.flatten(1).amax(dim=1).view(-1, 1, 1, 1) + 1e-6)
     return F.mse_loss(a, m)
 

@@ -79,6 +79,7 @@ class ConditionalDiffusion(nn.Module):
             cfg.attention_levels,
             cfg.num_res_blocks,
         )
+        self.alphas_cumprod: torch.Tensor
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(cfg.timesteps).float())
 
     # -- domain maps -------------------------------------------------------------------------

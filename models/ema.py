@@ -29,5 +29,5 @@ class EMA(nn.Module):
     def update(self, model: nn.Module) -> None:
         for s, p in zip(self.module.parameters(), model.parameters(), strict=True):
             s.lerp_(p.detach(), 1.0 - self.decay)
-        for s, b in zip(self.module.buffers(), model.buffers(), strict=True):
-            s.copy_(b)
+        for sb, b in zip(self.module.buffers(), model.buffers(), strict=True):
+            sb.copy_(b)

@@ -163,7 +163,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> MSSSIM
     metric = MultiScaleSSIMMetric(
         spatial_dims=2, data_range=data_range, kernel_size=kernel, weights=tuple(weights / weights.sum())
     )
-    value = float(metric(x.float(), y.float()).mean())
+    value = float(torch.as_tensor(metric(x.float(), y.float())).mean())
     return MSSSIMResult(value, scales, kernel)
 
 

@@ -41,6 +41,7 @@ class FiLMResBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable early training
+        assert self.conv2.bias is not None
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -146,7 +147,7 @@ class FiLMUNet(nn.Module):
         h = self.stem(x)
         skips = []
         for blocks, attn, down in zip(self.down, self.down_attn, self.downsample, strict=True):
-            for block in blocks:
+            for block in blocks:  # type: ignore[attr-defined]  # a ModuleList
                 h = block(h, emb)
             h = attn(h)
             skips.append(h)
@@ -154,7 +155,7 @@ class FiLMUNet(nn.Module):
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         for blocks, attn, up in zip(self.up, self.up_attn, self.upsample, strict=True):
             h = torch.cat([h, skips.pop()], dim=1)
-            for block in blocks:
+            for block in blocks:  # type: ignore[attr-defined]  # a ModuleList
                 h = block(h, emb)
             h = attn(h)
             if not isinstance(up, nn.Identity):

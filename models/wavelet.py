@@ -81,6 +81,8 @@ class HaarDWT(nn.Module):
         super().__init__()
         if len(band_scale) != 4 or any(s <= 0 for s in band_scale):
             raise ValueError(f"band_scale must be 4 positive values, got {band_scale!r}")
+        self.filters: torch.Tensor
+        self.band_scale: torch.Tensor
         self.register_buffer("filters", _filters())
         self.register_buffer("band_scale", torch.tensor(band_scale).view(1, 4, 1, 1))
 

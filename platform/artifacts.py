@@ -45,5 +45,5 @@ def sample_grid_png(pool: Mapping[str, torch.Tensor], path: Path, n: int = 8, sc
             )
         )
     grid = np.concatenate(rows, axis=0)
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST).save(path)
     return path

@@ -83,7 +83,7 @@ def configure_torch(threads: int) -> None:
     The native kernels are slower but correct. GPUs are unaffected (cuDNN does not use it).
     """
     torch.set_num_threads(max(1, threads))
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module-level flag
 
 
 def derive_seed(*parts: object) -> int:

@@ -120,9 +120,9 @@ class Tracker:
         params: Mapping[str, Any],
         metrics: Mapping[str, float],
         tags: Mapping[str, str],
-        artifacts: list[Path] = (),
+        artifacts: tuple[Path, ...] | list[Path] = (),
         steps: Mapping[str, list[float]] | None = None,
-    ) -> tuple[str, bool]:  # type: ignore[assignment]
+    ) -> tuple[str, bool]:
         """Log one trial as a child run unless it is logged already; returns ``(run_id, new)``."""
         assert self.parent_id is not None, "start_study first"
         for run in self._find(f"tags.`{TRIAL_KEY}` = '{trial_key}'"):

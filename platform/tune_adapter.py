@@ -90,15 +90,18 @@ def _suggest(trial: Any, name: str, spec: ParamSpec) -> Any:
     raise ValueError(f"{name}: grid entries are expanded in Python, not sampled")
 
 
-def _define_by_run(cell: TrialSpec, sampled: Mapping[str, ParamSpec]) -> Callable[[Any], dict[str, Any]]:
-    def space(trial: Any) -> dict[str, Any]:
-        values: dict[str, Any] = dict(cell.params)
-        for name, spec in sampled.items():  # in file order, so conditions see earlier values
+class _DefineByRun:
+    """Optuna define-by-run space of one grid cell (a class, not a closure: Tune pickles it)."""
+
+    def __init__(self, cell: TrialSpec, sampled: Mapping[str, ParamSpec]):
+        self.cell, self.sampled = cell, dict(sampled)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        values: dict[str, Any] = dict(self.cell.params)
+        for name, spec in self.sampled.items():  # in file order, so conditions see earlier values
             if all(values.get(c) in allowed for c, allowed in (spec.when or {}).items()):
                 values[name] = _suggest(trial, name, spec)
-        return {"trial_index": cell.index}
-
-    return space
+        return {"trial_index": self.cell.index}
 
 
 def _trainable(
@@ -168,7 +171,7 @@ def _outcome_from_checkpoint(path: str | None, cell: TrialSpec) -> TrialOutcome 
 _LISTENERS: dict[str, tuple[Callable[[str, str, dict[str, Any]], None], Callable[[TrialOutcome], None]]] = {}
 
 
-class _Relay(Callback):  # type: ignore[misc]
+class _Relay(Callback):
     """Forwards Tune's trial events to the driver's listeners (progress view, MLflow logger)."""
 
     def __init__(self, plan: Plan, listener_id: str):
@@ -280,7 +283,7 @@ def run_with_tune(
 
         for cell in plan.trials:
             search = OptunaSearch(
-                space=_define_by_run(cell, plan.sampled),
+                space=_DefineByRun(cell, plan.sampled),
                 metric=study.sampler.metric,
                 mode=study.sampler.mode,
                 sampler=make_sampler(study.sampler.name, study.sampler.seed + cell.index),
@@ -328,8 +331,9 @@ def _fit_groups(
                 run_config=dataclasses.replace(run_config, name=name),
             )
         grid = tuner.fit()
-        for result in grid:
-            cell = plan.trials[int(result.config["trial_index"])]
+        for i in range(len(grid)):
+            result = grid[i]
+            cell = plan.trials[int((result.config or {})["trial_index"])]
             outcome = _outcome_from_checkpoint(result.checkpoint.path if result.checkpoint else None, cell)
             if outcome is None or result.error is not None:
                 failed.append(f"{cell.trial_id}: {result.error!r}" if result.error else cell.trial_id)

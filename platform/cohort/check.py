@@ -44,7 +44,7 @@ def load_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"missing file {path}")
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
+        data = np.asarray(img.dataobj)  # type: ignore[attr-defined]  # every NIfTI image has it
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
         raise ValueError(f"unreadable or corrupt NIfTI {path.name}: {type(exc).__name__}: {exc}") from exc
     if data.ndim == 4 and data.shape[3] == 1:
@@ -109,7 +109,7 @@ def check_cohort(manifest: str | Path, progress: bool = False) -> CheckReport:
     if progress:
         from rich.progress import track
 
-        items = track(records, description="checking cohort")  # type: ignore[assignment]
+        items = track(records, description="checking cohort")
     for rec in items:
         problems.extend(_check_subject(rec))
     return CheckReport(manifest, len(records), sum(r.label for r in records), tuple(problems))

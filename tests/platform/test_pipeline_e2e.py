@@ -266,3 +266,17 @@ def test_study_joins_a_running_ray_cluster(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_sampled_axes_run_through_optuna_search(tmp_path: Path) -> None:
+    study = _write_study(
+        tmp_path,
+        search_space={"dose": {"grid": [0.0]}, "seed_size": {"grid": [2]}, "detector.lr": {"loguniform": [1e-4, 1e-2]}},
+        sampler={"name": "tpe", "n_trials": 2, "seed": 3, "metric": "auprc", "mode": "max"},
+    )
+    result = _platform("run", str(study))
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    lrs = sorted(float(c.data.params["detector.lr"]) for c in children)
+    assert len(children) == 2 and lrs[0] != lrs[1]
+    assert all(1e-4 <= lr <= 1e-2 for lr in lrs)
