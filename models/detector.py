@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from salient.models.backbone import ResNetEncoder
 from salient.models.configs import DetectorConfig
+from salient.models.training import ResumableTrainer
 from torch import nn
 from torch.nn import functional as F
 
@@ -120,8 +121,10 @@ def balanced_indices(labels: torch.Tensor, neg_per_pos: float, generator: torch.
     return chosen[torch.randperm(len(chosen), generator=generator)]
 
 
-class DetectorTrainer:
+class DetectorTrainer(ResumableTrainer):
     """Epochs of balanced sampling over (N, C, H, W) slices, labels (N,), masks (N, 1, H, W)."""
+
+    _progress = "epoch"
 
     def __init__(
         self, cfg: DetectorConfig, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, seed: int = 0
@@ -168,18 +171,5 @@ class DetectorTrainer:
             [torch.sigmoid(self.model(images[i : i + batch_size])[0]) for i in range(0, len(images), batch_size)]
         )
 
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "epoch": self.epoch,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        self.epoch = int(state["epoch"])
+    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model}

@@ -21,6 +21,7 @@ from salient.models.ema import EMA
 from salient.models.fsa import FrequencyScaling
 from salient.models.losses import pixel_aux_loss, wavelet_loss
 from salient.models.schedules import cosine_alphas_cumprod, ddim_timesteps, nei_scale
+from salient.models.training import ResumableTrainer
 from salient.models.unet import FiLMUNet
 from salient.models.wavelet import HaarDWT
 from torch import nn
@@ -211,7 +212,7 @@ class ConditionalDiffusion(nn.Module):
         return self.decode(x).clamp(-1, 1)
 
 
-class DiffusionTrainer:
+class DiffusionTrainer(ResumableTrainer):
     """AdamW + cosine learning-rate decay + EMA over in-memory tensors; resumable via state dicts.
 
     Args:
@@ -219,6 +220,8 @@ class DiffusionTrainer:
         data: all training slices; minibatches are drawn with replacement, seeded.
         seed: seeds the minibatch draws, timesteps, noise and condition dropout.
     """
+
+    _progress = "step"
 
     def __init__(self, model: ConditionalDiffusion, data: DiffusionBatch, seed: int = 0):
         self.model, self.data, self.cfg = model, data, model.cfg
@@ -252,20 +255,5 @@ class DiffusionTrainer:
                 on_step(self.step, {k: float(v.detach()) for k, v in terms.items()})
         return losses
 
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.module.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        self.step = int(state["step"])
+    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "ema": self.ema.module}

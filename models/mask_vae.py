@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from salient.models.configs import MaskVAEConfig
 from salient.models.ema import EMA
+from salient.models.training import ResumableTrainer
 from torch import nn
 from torch.nn import functional as F
 
@@ -120,8 +121,10 @@ class MaskVAE3D(nn.Module):
         return (torch.sigmoid(self.decode(z.to(self.to_mu.weight.device)))[:, 0] > 0.5).float()
 
 
-class MaskVAETrainer:
+class MaskVAETrainer(ResumableTrainer):
     """Epochs over in-memory mask volumes (N, D, H, W); AdamW + cosine decay + EMA; resumable."""
+
+    _progress = "epoch"
 
     def __init__(self, model: MaskVAE3D, volumes: torch.Tensor, seed: int = 0, ema_decay: float = 0.99):
         if volumes.ndim != 4 or volumes.shape[0] < 1:
@@ -156,20 +159,5 @@ class MaskVAETrainer:
                 on_epoch(self.epoch, epoch_terms)
         return losses
 
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "epoch": self.epoch,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.module.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        self.epoch = int(state["epoch"])
+    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "ema": self.ema.module}

@@ -25,6 +25,7 @@ __all__ = [
     "auroc",
     "band_energy_stats",
     "bootstrap_ci",
+    "bootstrap_stats",
     "dice_score",
     "frechet_distance",
     "ms_ssim",
@@ -70,6 +71,24 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def bootstrap_stats(
+    metric: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, s: np.ndarray, n_boot: int, seed: int
+) -> np.ndarray:
+    """``n_boot`` replicates of ``metric``, resampling positives and negatives separately (seeded).
+
+    The same seed draws the same resamples for any metric, so several metrics can be bootstrapped
+    over identical replicates.
+    """
+    y, s = _check(y, s)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
+    stats = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        stats[i] = metric(y[idx], s[idx])
+    return stats
+
+
 def bootstrap_ci(
     metric: Callable[[np.ndarray, np.ndarray], float],
     y: np.ndarray,
@@ -84,12 +103,7 @@ def bootstrap_ci(
     point = metric(y, s)
     if n_boot == 0:
         return point, point, point
-    rng = np.random.default_rng(seed)
-    pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
-    stats = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        stats[i] = metric(y[idx], s[idx])
+    stats = bootstrap_stats(metric, y, s, n_boot, seed)
     lo, hi = np.quantile(stats, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     return point, float(min(lo, point)), float(max(hi, point))
 

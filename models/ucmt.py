@@ -25,10 +25,11 @@ from salient.models.backbone import ResNetEncoder
 from salient.models.configs import UCMTConfig
 from salient.models.ema import EMA
 from salient.models.mask_vae import dice_loss
+from salient.models.training import ResumableTrainer
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["DeepLabV3Plus", "UCMTTrainer", "patch_uncertainty", "rampup", "umix"]
+__all__ = ["DeepLabV3Plus", "UCMTTrainer", "patch_uncertainty", "predict_masks", "rampup", "umix"]
 
 
 class DeepLabV3Plus(nn.Module):
@@ -108,13 +109,29 @@ def umix(
     return xm, ym, pairs
 
 
-class UCMTTrainer:
+@torch.no_grad()
+def predict_masks(net: nn.Module, images: torch.Tensor, threshold: float, batch_size: int = 32) -> torch.Tensor:
+    """Binary masks from a segmentation net in eval mode: (N, 1, H, W) -> (N, 1, H, W); N may be 0."""
+    net.eval()
+    if len(images) == 0:
+        return images.new_zeros(images.shape)
+    return torch.cat(
+        [
+            (torch.sigmoid(net(images[i : i + batch_size])) > threshold).float()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+class UCMTTrainer(ResumableTrainer):
     """Trains two students and the EMA teacher on labeled + unlabeled slices; resumable.
 
     Args:
         labeled: (N_l, 1, H, W) slices and their (N_l, 1, H, W) masks.
         unlabeled: (N_u, 1, H, W) slices without masks.
     """
+
+    _progress = "step"
 
     def __init__(
         self, cfg: UCMTConfig, labeled: tuple[torch.Tensor, torch.Tensor], unlabeled: torch.Tensor, seed: int = 0
@@ -186,29 +203,7 @@ class UCMTTrainer:
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """Binary pseudo-label masks from the frozen teacher: (N, 1, H, W) -> (N, 1, H, W)."""
-        self.teacher.module.eval()
-        out = [
-            torch.sigmoid(self.teacher.module(images[i : i + batch_size])) > self.cfg.threshold
-            for i in range(0, len(images), batch_size)
-        ]
-        return torch.cat(out).float()
+        return predict_masks(self.teacher.module, images, self.cfg.threshold, batch_size)
 
-    def state_dict(self) -> dict:
-        return {
-            "a": self.student_a.state_dict(),
-            "b": self.student_b.state_dict(),
-            "teacher": self.teacher.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "step": self.step,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.student_a.load_state_dict(state["a"])
-        self.student_b.load_state_dict(state["b"])
-        self.teacher.module.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        self.step = int(state["step"])
+    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+        return {"a": self.student_a, "b": self.student_b, "teacher": self.teacher.module}

@@ -12,7 +12,7 @@ Metric names use ``_p<prevalence>`` (``auprc_p0.05``): MLflow rejects ``@`` in m
 from __future__ import annotations
 
 import numpy as np
-from salient.models.metrics import auprc, auroc, prevalence_subsample, tvr_strata
+from salient.models.metrics import auprc, auroc, bootstrap_stats, prevalence_subsample, tvr_strata
 
 __all__ = ["evaluate_subjects", "metric_name"]
 
@@ -20,17 +20,6 @@ __all__ = ["evaluate_subjects", "metric_name"]
 def metric_name(metric: str, prevalence: float | None = None, suffix: str = "") -> str:
     base = metric if prevalence is None else f"{metric}_p{prevalence:g}"
     return base + (f"_{suffix}" if suffix else "")
-
-
-def _draw_stats(y: np.ndarray, s: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict[str, list[float]]:
-    """Bootstrap statistics stratified by class (every resample keeps both classes)."""
-    pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
-    out: dict[str, list[float]] = {"auprc": [], "auroc": []}
-    for _ in range(n_boot):
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        out["auprc"].append(auprc(y[idx], s[idx]))
-        out["auroc"].append(auroc(y[idx], s[idx]))
-    return out
 
 
 def evaluate_subjects(
@@ -72,13 +61,10 @@ def evaluate_subjects(
             idx = prevalence_subsample(y, p, seed=seed * 1000 + d)
             yy, ss = y[idx], s[idx]
             n_pos, n_neg = int(yy.sum()), int(len(yy) - yy.sum())
-            point["auprc"].append(auprc(yy, ss))
-            point["auroc"].append(auroc(yy, ss))
-            stats = _draw_stats(
-                yy, ss, max(bootstrap // draws, 1) if bootstrap else 0, np.random.default_rng(seed * 7919 + d)
-            )
-            for k in boot:
-                boot[k].extend(stats[k])
+            n_boot = max(bootstrap // draws, 1) if bootstrap else 0
+            for k, fn in (("auprc", auprc), ("auroc", auroc)):  # same seed: same resamples for both
+                point[k].append(fn(yy, ss))
+                boot[k].extend(bootstrap_stats(fn, yy, ss, n_boot, seed * 7919 + d).tolist())
         for k in ("auprc", "auroc"):
             mean = float(np.mean(point[k]))
             out[metric_name(k, p)] = mean

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from salient.platform.errors import PlatformError
-from salient.platform.stage_cache import CODE_VERSION, StageCache
+from salient.platform.stage_cache import CODE_VERSION, StageCache, StageKey
 from salient.platform.study import Plan, Study, build_plan, load_study
 
 __all__ = ["StudyRun", "output_dir_problem", "run_study", "study_key", "study_status"]
@@ -127,11 +127,11 @@ def _preview(study: Study, plan: Plan, cohort: Any, console: Console) -> tuple[l
         return [], []
     cache = StageCache(study.output_dir / "stage_cache")
     pool_dose = max([float(t.params.get("dose", 0.0)) for t in plan.trials] + [0.0])
-    todo: dict[str, str] = {}
+    todo: dict[StageKey, str] = {}
     for cell in plan.trials:
         for name, key in plan_trial(study, cell.params, cell.repeat, pool_dose, cohort).keys.items():
-            todo[str(key)] = name
-    reused = [k for k in todo if cache.has(_key(k))]
+            todo[key] = name
+    reused = [k for k in todo if cache.has(k)]
     trained = [k for k in todo if k not in reused]
     table = Table(title="stages (distinct outputs across all trials)")
     for col in ("stage", "reuse from cache", "train"):
@@ -142,14 +142,7 @@ def _preview(study: Study, plan: Plan, cohort: Any, console: Console) -> tuple[l
         if r or t:
             table.add_row(name, str(r), str(t))
     console.print(table)
-    return trained, reused
-
-
-def _key(text: str) -> Any:
-    from salient.platform.stage_cache import StageKey
-
-    stage, key = text.split("/", 1)
-    return StageKey(stage, key)
+    return [str(k) for k in trained], [str(k) for k in reused]
 
 
 def _write_results_csv(outcomes: list[Any], path: Path) -> None:
@@ -276,18 +269,17 @@ def _summary(console: Console, study: Study, outcomes: list[Any]) -> None:
 
 
 def study_status(study_path: str | Path, tracking_uri: str | None, console: Console) -> int:
-    """Print each planned trial's state: logged to MLflow (with metrics), stages cached, or not run."""
+    """Print the study's MLflow child runs (values, status, AUPRC/AUROC) and how many trials are logged."""
     study = load_study(study_path)
     plan = build_plan(study)
     key = study_key(study)
     tracker = _tracker(study, tracking_uri)
-    runs = [r for r in tracker._find(f"tags.`salient.study_key` = '{key}'") if "mlflow.parentRunId" not in r.data.tags]
-    if not runs:
+    parent = tracker.find_study_run(key)
+    if parent is None:
         console.print(f"study {study.name}: not started (no MLflow run at {tracker.uri})")
         return 0
-    parent = runs[0]
     tracker.parent_id = parent.info.run_id
-    children = tracker._find(f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = tracker.child_runs()
     table = Table(title=f"study {study.name}: run {parent.info.run_id} ({parent.info.status})")
     names = sorted({k for t in plan.trials for k in t.params})
     for col in ["run", *names, "status", "auprc", "auroc"]:

@@ -41,7 +41,8 @@ from salient.models.metrics import (
     frechet_distance,
     random_conv_extractor,
 )
-from salient.models.ucmt import DeepLabV3Plus, UCMTTrainer
+from salient.models.training import ResumableTrainer
+from salient.models.ucmt import DeepLabV3Plus, UCMTTrainer, predict_masks
 from salient.platform.cohort.prepare import LoadedCohort
 from salient.platform.cohort.preprocess import PreprocessedSubject
 from salient.platform.evaluation import evaluate_subjects
@@ -95,8 +96,18 @@ def _asdict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _every(total: int) -> int:
-    return max(1, math.ceil(total / CHECKPOINTS_PER_STAGE))
+def _resume(trainer: ResumableTrainer, cache: StageCache, key: StageKey, total: int) -> Callable[[int, Any], None]:
+    """Load the stage's partial checkpoint into ``trainer`` if one exists; return the progress
+    callback (step or epoch) that saves a new one ``CHECKPOINTS_PER_STAGE`` times over ``total``."""
+    if (state := cache.load_checkpoint(key)) is not None:
+        trainer.load_state_dict(state)
+    every = max(1, math.ceil(total / CHECKPOINTS_PER_STAGE))
+
+    def save(progress: int, _: Any) -> None:
+        if progress % every == 0:
+            cache.save_checkpoint(key, trainer.state_dict())
+
+    return save
 
 
 # -- generator stages ---------------------------------------------------------------------------
@@ -109,12 +120,7 @@ def train_mask_vae(
     if not vols:
         raise ValueError("MaskVAE3D needs at least one seed subject with a non-empty mask")
     trainer = MaskVAETrainer(MaskVAE3D(cfg), torch.from_numpy(np.stack(vols)), seed=seed)
-    if (state := cache.load_checkpoint(key)) is not None:
-        trainer.load_state_dict(state)
-    every = _every(cfg.epochs)
-    losses = trainer.train(
-        on_epoch=lambda e, _: cache.save_checkpoint(key, trainer.state_dict()) if e % every == 0 else None
-    )
+    losses = trainer.train(on_epoch=_resume(trainer, cache, key, cfg.epochs))
     return {"ema": trainer.ema.module.state_dict()}, {
         "n_volumes": len(vols),
         "final_loss": losses[-1] if losses else None,
@@ -126,12 +132,7 @@ def train_diffusion(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     model = ConditionalDiffusion(cfg)
     trainer = DiffusionTrainer(model, DiffusionBatch(data.image, data.mask, data.neighbours), seed=seed)
-    if (state := cache.load_checkpoint(key)) is not None:
-        trainer.load_state_dict(state)
-    every, losses = _every(cfg.train_steps), []
-    while trainer.step < cfg.train_steps:
-        losses += trainer.train(steps=every)
-        cache.save_checkpoint(key, trainer.state_dict())
+    losses = trainer.train(on_step=_resume(trainer, cache, key, cfg.train_steps))
     first = float(np.mean(losses[: max(1, len(losses) // 10)])) if losses else None
     last = float(np.mean(losses[-max(1, len(losses) // 10) :])) if losses else None
     return {"ema": trainer.ema.module.state_dict()}, {"n_slices": len(data), "loss_first": first, "loss_last": last}
@@ -141,12 +142,7 @@ def train_ucmt(
     cfg: UCMTConfig, labeled: SliceSet, unlabeled: torch.Tensor, seed: int, cache: StageCache, key: StageKey
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer = UCMTTrainer(cfg, (labeled.image, labeled.mask), unlabeled, seed=seed)
-    if (state := cache.load_checkpoint(key)) is not None:
-        trainer.load_state_dict(state)
-    every = _every(cfg.train_steps)
-    losses = trainer.train(
-        on_step=lambda s, _: cache.save_checkpoint(key, trainer.state_dict()) if s % every == 0 else None
-    )
+    losses = trainer.train(on_step=_resume(trainer, cache, key, cfg.train_steps))
     return {"teacher": trainer.teacher.module.state_dict()}, {
         "n_labeled": len(labeled),
         "n_unlabeled": int(unlabeled.shape[0]),
@@ -157,15 +153,7 @@ def train_ucmt(
 def _ucmt_labels(cfg: UCMTConfig, state: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     net = DeepLabV3Plus(cfg)
     net.load_state_dict(state)
-    net.eval()
-    with torch.no_grad():
-        return (
-            torch.cat(
-                [(torch.sigmoid(net(images[i : i + 64])) > cfg.threshold).float() for i in range(0, len(images), 64)]
-            )
-            if len(images)
-            else images
-        )
+    return predict_masks(net, images, cfg.threshold, batch_size=64)
 
 
 def synthesize_pool(
@@ -279,12 +267,7 @@ def train_detector(
         n_syn = len(xs)
         x, y, m = torch.cat([x, xs]), torch.cat([y, torch.ones(n_syn)]), torch.cat([m, synthetic["pseudo_mask"]])
     trainer = DetectorTrainer(cfg, x, y, m, seed=seed)
-    if (state := cache.load_checkpoint(key)) is not None:
-        trainer.load_state_dict(state)
-    every = _every(cfg.epochs)
-    history = trainer.train(
-        on_epoch=lambda e, _: cache.save_checkpoint(key, trainer.state_dict()) if e % every == 0 else None
-    )
+    history = trainer.train(on_epoch=_resume(trainer, cache, key, cfg.epochs))
     return {"model": trainer.model.state_dict()}, {"n_slices": len(x), "n_synthetic": n_syn, "loss": history}
 
 
@@ -293,8 +276,8 @@ def _subject_embeddings(
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     x = _detector_input(cfg, data)
     emb = det.embed(x)
-    with torch.no_grad():
-        prob = torch.cat([torch.sigmoid(det(x[i : i + 64])[0]) for i in range(0, len(x), 64)])
+    with torch.no_grad():  # the slice head on the same embeddings: no second pass over the slices
+        prob = torch.sigmoid(det.fc(emb).squeeze(1))
     subj = np.asarray(data.subject)
     seqs = [emb[torch.from_numpy(subj == sid)] for sid in ids]
     max_slice = torch.stack([prob[torch.from_numpy(subj == sid)].max() for sid in ids])

@@ -13,7 +13,9 @@ nor duplicates runs.
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -77,13 +79,23 @@ class Tracker:
     def _find(self, filter_string: str) -> list[Any]:
         return list(self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000))
 
+    def find_study_run(self, study_key: str) -> Any | None:
+        """The study's parent run (found by its key tag), or None if the study never started."""
+        found = [r for r in self._find(f"tags.`{STUDY_KEY}` = '{study_key}'") if PARENT not in r.data.tags]
+        return found[0] if found else None
+
+    def child_runs(self) -> list[Any]:
+        """Every child run of the current study's parent run."""
+        assert self.parent_id is not None, "start_study or find_study_run first"
+        return self._find(f"tags.`{PARENT}` = '{self.parent_id}'")
+
     def start_study(
         self, study_key: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str]
     ) -> tuple[str, bool]:
         """Find or create the study's parent run; returns ``(run_id, resumed)``."""
-        found = [r for r in self._find(f"tags.`{STUDY_KEY}` = '{study_key}'") if PARENT not in r.data.tags]
-        if found:
-            self.parent_id = found[0].info.run_id
+        found = self.find_study_run(study_key)
+        if found is not None:
+            self.parent_id = found.info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
             return self.parent_id, True
         run = self.client.create_run(self.experiment_id, run_name=name, tags={STUDY_KEY: study_key, **tags})
@@ -95,21 +107,15 @@ class Tracker:
         assert self.parent_id is not None
         self.client.log_artifact(self.parent_id, str(path), artifact_path)
 
-    def log_parent_metrics(self, metrics: Mapping[str, float]) -> None:
-        assert self.parent_id is not None
-        self.client.log_batch(self.parent_id, metrics=_metrics(metrics))
-
     def finish_study(self, status: str = "FINISHED") -> None:
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, status=status)
 
     def logged_trials(self) -> dict[str, str]:
         """``trial_key -> run_id`` of every finished child run of the current study."""
-        assert self.parent_id is not None
-        runs = self._find(f"tags.`{PARENT}` = '{self.parent_id}'")
         return {
             r.data.tags[TRIAL_KEY]: r.info.run_id
-            for r in runs
+            for r in self.child_runs()
             if TRIAL_KEY in r.data.tags and r.info.status == "FINISHED"
         }
 
@@ -121,7 +127,6 @@ class Tracker:
         metrics: Mapping[str, float],
         tags: Mapping[str, str],
         artifacts: tuple[Path, ...] | list[Path] = (),
-        steps: Mapping[str, list[float]] | None = None,
     ) -> tuple[str, bool]:
         """Log one trial as a child run unless it is logged already; returns ``(run_id, new)``."""
         assert self.parent_id is not None, "start_study first"
@@ -135,10 +140,9 @@ class Tracker:
             self.experiment_id, run_name=name, tags={PARENT: self.parent_id, TRIAL_KEY: trial_key, **tags}
         )
         rid = run.info.run_id
-        history = [Metric(k, float(v), 0, i) for k, values in (steps or {}).items() for i, v in enumerate(values)]
         self.client.log_batch(
             rid,
-            metrics=_metrics(metrics) + history,
+            metrics=_metrics(metrics),
             params=[Param(k, _param_value(v)) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
@@ -150,9 +154,6 @@ class Tracker:
 
 
 def _metrics(metrics: Mapping[str, float]) -> list[Metric]:
-    import math
-    import time
-
     now = int(time.time() * 1000)
     return [
         Metric(k, float(v), now, 0)

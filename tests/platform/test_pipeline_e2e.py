@@ -81,6 +81,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    """Block until 127.0.0.1:``port`` accepts connections; fail if ``proc`` exits or time runs out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            assert proc.poll() is None, f"{what} exited"
+            time.sleep(0.5)
+    raise AssertionError(f"{what} did not open port {port} within {timeout:.0f} s")
+
+
 def test_tiny_study_end_to_end_then_rerun_trains_nothing(tmp_path: Path) -> None:
     study = _write_study(tmp_path)
     first = _platform("run", str(study))
@@ -198,14 +211,7 @@ def test_study_against_a_real_mlflow_server(tmp_path: Path) -> None:
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert server.poll() is None, "mlflow server exited"
-                time.sleep(0.5)
+        _wait_for_port(port, server, "mlflow server", timeout=90)
         result = _platform("run", str(_write_study(tmp_path)), "--tracking-uri", uri)
         assert result.returncode == 0, result.stdout + result.stderr
         parents, children = _runs(uri)
@@ -246,15 +252,8 @@ def test_study_joins_a_running_ray_cluster(tmp_path: Path) -> None:
         env=env,
         start_new_session=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert head.poll() is None, "ray start --head exited"
-            time.sleep(0.5)
     try:
+        _wait_for_port(port, head, "ray start --head", timeout=120)
         result = _platform("run", str(_write_study(tmp_path)), "--address", f"127.0.0.1:{port}", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
