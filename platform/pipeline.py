@@ -57,30 +57,26 @@ class _Progress:
     """The live terminal view: one row per trial, a summary line with counts and an ETA."""
 
     plan: Plan
-    total: int
     started: float = field(default_factory=time.time)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    finished_at: list[float] = field(default_factory=list)
 
     def event(self, tune_id: str, status: str, info: dict[str, Any]) -> None:
         row = self.rows.setdefault(tune_id, {"cell": info.get("cell", "?"), "stages": []})
         row["status"] = status
         if info.get("stage") and info["stage"] != "done":
             row["stages"].append(info["stage"] + (" (cached)" if info.get("reused") else ""))
-        if status == "done":
-            self.finished_at.append(time.time())
 
     def render(self) -> Table:
+        total = self.plan.n_trials
         done = sum(r["status"] == "done" for r in self.rows.values())
         running = sum(r["status"] in ("running", "retrying") for r in self.rows.values())
         failed = sum(r["status"] == "failed" for r in self.rows.values())
         elapsed = time.time() - self.started
         eta = "?"
         if done:
-            eta = f"{elapsed / done * max(self.total - done, 0):.0f}s"
+            eta = f"{elapsed / done * max(total - done, 0):.0f}s"
         table = Table(
-            title=f"trials: {done}/{self.total} done, {running} running, {failed} failed; "
-            f"elapsed {elapsed:.0f}s, ETA {eta}"
+            title=f"trials: {done}/{total} done, {running} running, {failed} failed; elapsed {elapsed:.0f}s, ETA {eta}"
         )
         for col in ("trial", "values", "status", "stages"):
             table.add_column(col, overflow="fold")
@@ -226,7 +222,7 @@ def run_study(
         tracker.log_trial(o.trial_key, o.trial_id, run_params, o.metrics, stage_tags, artifacts)
         logged.add(o.trial_key)
 
-    progress = _Progress(plan, plan.n_trials)
+    progress = _Progress(plan)
     experiment = f"{study.name}-{key[:8]}"
     status = "FAILED"
     try:

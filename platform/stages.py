@@ -55,6 +55,7 @@ from salient.platform.study.schema import StagesSpec, Study
 __all__ = ["StageEvent", "TrialPlan", "TrialResult", "configure_torch", "derive_seed", "plan_trial", "run_trial"]
 
 log = logging.getLogger(__name__)
+PREVIEW_PAIRS = 8  # synthetic pairs returned with a trial's result for its sample grid
 CHECKPOINTS_PER_STAGE = 5  # partial-state saves per stage: a retried stage loses at most 1/5
 
 
@@ -73,6 +74,8 @@ class TrialResult:
     split_fingerprint: str
     n_real_positive_slices: int
     n_synthetic: int
+    #: the first synthetic pairs this trial trained on (pool tensors, at most PREVIEW_PAIRS), or None
+    preview: dict[str, torch.Tensor] | None = None
 
 
 def configure_torch(threads: int) -> None:
@@ -513,7 +516,9 @@ def run_trial(
             }
         )
     metrics.update({"n_real_positive_slices": float(trial.n_real_positive), "n_synthetic": float(n_syn)})
-    return TrialResult(metrics, {k: str(v) for k, v in keys.items()}, split.fingerprint(), trial.n_real_positive, n_syn)
+    preview = {k: v[:PREVIEW_PAIRS] for k, v in pool.items()} if pool is not None else None
+    stage_keys = {k: str(v) for k, v in keys.items()}
+    return TrialResult(metrics, stage_keys, split.fingerprint(), trial.n_real_positive, n_syn, preview)
 
 
 def _all_train_positives(cohort: LoadedCohort, repeat: int, study: Study) -> int:

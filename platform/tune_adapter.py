@@ -131,8 +131,7 @@ def _trainable(
             raise RuntimeError(f"injected failure after the detector stage ({FAIL_ONCE_ENV}={fail_marker})")
 
     trial_plan = plan_trial(study, params, cell.repeat, pool_dose, cohort)
-    cache = StageCache(cache_root)
-    result = run_trial(study, trial_plan, cohort, cache, report)
+    result = run_trial(study, trial_plan, cohort, StageCache(cache_root), report)
     with tempfile.TemporaryDirectory() as d:
         payload = {
             "metrics": result.metrics,
@@ -143,9 +142,8 @@ def _trainable(
             "split": result.split_fingerprint,
         }
         (Path(d) / RESULT_FILE).write_text(json.dumps(payload, indent=1, default=str))
-        if "pool" in trial_plan.keys:
-            pool = cache.load(trial_plan.keys["pool"])
-            sample_grid_png({k: v[: result.n_synthetic] for k, v in pool.items()}, Path(d) / "samples.png")
+        if result.preview is not None:  # the pool was loaded once, by run_trial
+            sample_grid_png(result.preview, Path(d) / "samples.png")
         tune.report({**result.metrics, "stage": "done", "restored": False}, checkpoint=Checkpoint.from_directory(d))
 
 
