@@ -91,6 +91,19 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
     return study_status(args.study, args.tracking_uri, console)
 
 
+def _cmd_synth(args: argparse.Namespace, console: Console) -> int:
+    from salient.platform.synth import resolve_generator, synthesize_cohort
+
+    source = resolve_generator(args.generator, args.tracking_uri)
+    cohort = Path(args.cohort) if args.cohort else None
+    if cohort is not None and not cohort.exists():
+        raise PlatformError(f"--cohort {cohort}: no such file or folder")
+    console.print(f"generator: {source.entry}")
+    manifest = synthesize_cohort(source, args.masks, Path(args.out_dir), seed=args.seed, cohort=cohort, progress=True)
+    console.print(f"wrote {args.masks} synthetic CT + mask pairs -> {manifest}")
+    return EXIT_OK
+
+
 def _cmd_cohort_phantom(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.cohort.phantom import write_phantom_cohort
     from salient.platform.study.schema import PhantomSpec
@@ -164,6 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("study")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser(
+        "synth",
+        help="write paired synthetic CT + mask NIfTI from a trained generator",
+        description="Draw lesion masks from a trained generator, synthesise them into healthy hosts and write a "
+        "cohort folder (images/, masks/, labels.csv, synth.json). Outside the synthesised slices each volume is "
+        "its real host scan: treat the output as patient-derived data.",
+    )
+    p.add_argument(
+        "--generator",
+        required=True,
+        metavar="RUN_OR_PATH",
+        help="MLflow run id of a trial with dose > 0, or its pool folder OUTPUT_DIR/stage_cache/pool/<key>",
+    )
+    p.add_argument("--masks", type=int, required=True, metavar="N", help="lesion masks to draw (one subject each)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="new (or empty) folder for the synthetic cohort")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for a run id (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cohort", metavar="DIR_OR_MANIFEST", help="take healthy hosts from this cohort instead")
+    p.set_defaults(func=_cmd_synth)
 
     cohort = sub.add_parser("cohort", help="cohort tools", description="Create or check cohorts.")
     csub = cohort.add_subparsers(dest="cohort_command", required=True, metavar="ACTION")

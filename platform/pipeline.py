@@ -161,6 +161,7 @@ def run_study(
 ) -> StudyRun:
     """Run (or resume) a study; raises PlatformError for bad input, returns what happened."""
     from salient.platform.cohort.prepare import load_cohort
+    from salient.platform.synth import STAGE_CACHE_PARAM
     from salient.platform.tracking import git_revision
     from salient.platform.tune_adapter import TrialOutcome, run_with_tune
 
@@ -188,6 +189,7 @@ def run_study(
         "n_trials": plan.n_trials,
         "sampler": study.sampler.name,
         "preset": study.stages.preset,
+        STAGE_CACHE_PARAM: str((study.output_dir / "stage_cache").resolve()),
     }
     parent, resumed = tracker.start_study(key, study.name, params, {"salient.kind": "study"})
     if resume and not resumed:
@@ -278,11 +280,12 @@ def study_status(study_path: str | Path, tracking_uri: str | None, console: Cons
     children = tracker.child_runs()
     table = Table(title=f"study {study.name}: run {parent.info.run_id} ({parent.info.status})")
     names = sorted({k for t in plan.trials for k in t.params})
-    for col in ["run", *names, "status", "auprc", "auroc"]:
+    for col in ["trial", "run id", *names, "status", "auprc", "auroc"]:
         table.add_column(col)
     for r in sorted(children, key=lambda r: r.info.run_name or ""):
         table.add_row(
-            r.info.run_name or r.info.run_id,
+            r.info.run_name or "-",
+            r.info.run_id,
             *[r.data.params.get(n, "-") for n in names],
             r.info.status,
             f"{r.data.metrics.get('auprc', float('nan')):.3f}",

@@ -52,7 +52,21 @@ from salient.platform.stage_cache import StageCache, StageKey, stage_key
 from salient.platform.study.plan import apply_params
 from salient.platform.study.schema import StagesSpec, Study
 
-__all__ = ["StageEvent", "TrialPlan", "TrialResult", "configure_torch", "derive_seed", "plan_trial", "run_trial"]
+__all__ = [
+    "GeneratorRecord",
+    "LesionBlock",
+    "StageEvent",
+    "TrialPlan",
+    "TrialResult",
+    "configure_torch",
+    "derive_seed",
+    "draw_lesion_blocks",
+    "load_generators",
+    "plan_trial",
+    "run_trial",
+    "sample_blocks",
+    "ucmt_labels",
+]
 
 log = logging.getLogger(__name__)
 PREVIEW_PAIRS = 8  # synthetic pairs returned with a trial's result for its sample grid
@@ -153,7 +167,103 @@ def train_ucmt(
     }
 
 
-def _ucmt_labels(cfg: UCMTConfig, state: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class LesionBlock:
+    """A run of consecutive synthetic slices placed in one healthy host.
+
+    ``mask`` is the MaskVAE3D volume sliced to the block's length, (L, 1, H, W); ``lesion``
+    marks the slices where that mask is non-empty; ``host`` indexes the host list.
+    """
+
+    host: int
+    z0: int
+    mask: torch.Tensor
+    lesion: torch.Tensor
+
+
+def draw_lesion_blocks(
+    vae: MaskVAE3D,
+    hosts: list[PreprocessedSubject],
+    extents: list[tuple[int, int]],
+    g: torch.Generator,
+    rng: np.random.Generator,
+    *,
+    min_lesion_slices: int = 0,
+    min_blocks: int = 0,
+) -> list[LesionBlock]:
+    """Draw mask volumes until both minimums are met (blocks with only empty slices are skipped).
+
+    Each block takes its axial extent from a seed lesion (``extents``: first slice, length) and
+    its anatomy from a random host. Gives up after 50 draws per requested item, so an
+    undertrained VAE that only draws empty masks cannot loop forever.
+    """
+    if not hosts or not extents:
+        raise ValueError("synthesis needs at least one host subject and one seed lesion extent")
+    hw = hosts[0].image.shape[1:]
+    blocks: list[LesionBlock] = []
+    n_lesion, tries = 0, 0
+    while (n_lesion < min_lesion_slices or len(blocks) < min_blocks) and tries < 50 * max(
+        min_lesion_slices, min_blocks, 1
+    ):
+        tries += 1
+        vol = vae.sample(1, generator=g)[0]
+        z0, length = extents[rng.integers(len(extents))]
+        host = int(rng.integers(len(hosts)))
+        length = min(length, hosts[host].image.shape[0])
+        z0 = max(0, min(z0, hosts[host].image.shape[0] - length))
+        m = slice_volume(vol, length, hw)  # (L, 1, H, W)
+        lesion = m.flatten(1).amax(1) > 0.5
+        if lesion.any():
+            blocks.append(LesionBlock(host, z0, m, lesion))
+            n_lesion += int(lesion.sum())
+    if not blocks:
+        raise RuntimeError("MaskVAE3D produced only empty masks; it is undertrained (raise mask_vae.epochs)")
+    return blocks
+
+
+def sample_blocks(
+    diffusion: ConditionalDiffusion,
+    cfg: DiffusionConfig,
+    blocks: list[LesionBlock],
+    hosts: list[PreprocessedSubject],
+    g: torch.Generator,
+    batch_size: int = 64,
+) -> list[torch.Tensor]:
+    """Synthesise every slice of every block, conditioned on its mask and the host's neighbouring
+    slices (anatomical context); returns one (L, 1, H, W) tensor per block, in [-1, 1]."""
+    masks = torch.cat([b.mask for b in blocks])
+    neigh = torch.cat(
+        [
+            torch.from_numpy(
+                neighbour_stack(hosts[b.host].image, cfg.neighbour_offsets)[b.z0 : b.z0 + len(b.mask)]
+            ).float()
+            for b in blocks
+        ]
+    )
+    images = torch.cat(
+        [
+            diffusion.sample(masks[i : i + batch_size], neigh[i : i + batch_size], cfg.guidance, generator=g)
+            for i in range(0, len(masks), batch_size)
+        ]
+    )
+    return list(images.split([len(b.mask) for b in blocks]))
+
+
+def load_generators(
+    diff_cfg: DiffusionConfig,
+    diff_state: Mapping[str, torch.Tensor],
+    vae_cfg: MaskVAEConfig,
+    vae_state: Mapping[str, torch.Tensor],
+) -> tuple[ConditionalDiffusion, MaskVAE3D]:
+    vae = MaskVAE3D(vae_cfg)
+    vae.load_state_dict(vae_state)
+    diffusion = ConditionalDiffusion(diff_cfg)
+    diffusion.load_state_dict(diff_state)
+    return diffusion.eval(), vae.eval()
+
+
+def ucmt_labels(cfg: UCMTConfig, state: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """Pseudo-label synthetic slices with the frozen UCMT teacher: (N, 1, H, W) -> (N, 1, H, W) in {0, 1}."""
     net = DeepLabV3Plus(cfg)
     net.load_state_dict(state)
     return predict_masks(net, images, cfg.threshold, batch_size=64)
@@ -173,59 +283,31 @@ def synthesize_pool(
     real_lesion_slices: torch.Tensor,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Draw ``n_target`` paired synthetic slices (see the module docstring for the recipe)."""
-    if not hosts or not extents:
-        raise ValueError("synthesis needs at least one host subject and one seed lesion extent")
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    vae = MaskVAE3D(vae_cfg)
-    vae.load_state_dict(vae_state)
-    vae.eval()
-    diffusion = ConditionalDiffusion(diff_cfg)
-    diffusion.load_state_dict(diff_state)
-    diffusion.eval()
-    hw = hosts[0].image.shape[1:]
-    masks, neigh, host_ctx, block_pos = [], [], [], []  # block_pos: (block id, z within block, block length)
-    n_blocks = 0
-    n_lesion = 0
-    while n_lesion < n_target and n_blocks < 50 * max(n_target, 1):
-        vol = vae.sample(1, generator=g)[0]
-        z0, length = extents[rng.integers(len(extents))]
-        host = hosts[rng.integers(len(hosts))]
-        z0 = min(z0, host.image.shape[0] - length)
-        m = slice_volume(vol, length, hw)  # (L, 1, H, W)
-        keep = m.flatten(1).amax(1) > 0.5
-        n_blocks += 1
-        if not keep.any():
-            continue
-        n_lesion += int(keep.sum())
-        zs = np.arange(z0, z0 + length)
-        masks.append(m)
-        neigh.append(torch.from_numpy(neighbour_stack(host.image, diff_cfg.neighbour_offsets)[zs]).float())
-        host_ctx.append(torch.from_numpy(triplets(host.image)[zs]).float())
-        block_pos += [(len(masks) - 1, i, length, bool(keep[i])) for i in range(length)]
-    if not masks:
-        raise RuntimeError("MaskVAE3D produced only empty masks; it is undertrained (raise mask_vae.epochs)")
-    mask_all, neigh_all, ctx_all = torch.cat(masks), torch.cat(neigh), torch.cat(host_ctx)
-    images = torch.cat(
-        [
-            diffusion.sample(mask_all[i : i + 64], neigh_all[i : i + 64], diff_cfg.guidance, generator=g)
-            for i in range(0, len(mask_all), 64)
-        ]
-    )
-    # Detector triplets: synthetic neighbours inside the synthetic block, the host's outside it.
-    trip = ctx_all.clone()
-    starts = np.cumsum([0] + [m.shape[0] for m in masks])
-    for j, (b, i, length, _) in enumerate(block_pos):
-        trip[j, 1] = images[j, 0]
-        if i > 0:
-            trip[j, 0] = images[starts[b] + i - 1, 0]
-        if i < length - 1:
-            trip[j, 2] = images[starts[b] + i + 1, 0]
-    lesion = torch.tensor([p[3] for p in block_pos])
-    images, trip, mask_all = images[lesion], trip[lesion], mask_all[lesion]
-    pseudo = _ucmt_labels(ucmt_cfg, ucmt_state, images)
-    order = torch.randperm(len(images), generator=g)[:n_target]
-    pool = {"image": images[order], "triplet": trip[order], "cond_mask": mask_all[order], "pseudo_mask": pseudo[order]}
+    diffusion, vae = load_generators(diff_cfg, diff_state, vae_cfg, vae_state)
+    blocks = draw_lesion_blocks(vae, hosts, extents, g, rng, min_lesion_slices=n_target)
+    synthetic = sample_blocks(diffusion, diff_cfg, blocks, hosts, g)
+    images, trips, masks = [], [], []
+    for block, syn in zip(blocks, synthetic, strict=True):
+        # Detector triplets: synthetic neighbours inside the block, the host's outside it.
+        zs = np.arange(block.z0, block.z0 + len(syn))
+        trip = torch.from_numpy(triplets(hosts[block.host].image)[zs]).float()
+        trip[:, 1] = syn[:, 0]
+        trip[1:, 0] = syn[:-1, 0]
+        trip[:-1, 2] = syn[1:, 0]
+        images.append(syn[block.lesion])
+        trips.append(trip[block.lesion])
+        masks.append(block.mask[block.lesion])
+    image, trip_all, mask_all = torch.cat(images), torch.cat(trips), torch.cat(masks)
+    pseudo = ucmt_labels(ucmt_cfg, ucmt_state, image)
+    order = torch.randperm(len(image), generator=g)[:n_target]
+    pool = {
+        "image": image[order],
+        "triplet": trip_all[order],
+        "cond_mask": mask_all[order],
+        "pseudo_mask": pseudo[order],
+    }
     return pool, _realism(pool, real_lesion_slices)
 
 
@@ -316,6 +398,28 @@ def train_aggregator(
             _, att = det(_detector_input(det_cfg, test)[lesion][:128])
         overlap = float(np.mean(attention_overlap(att[-1], test.mask[lesion][:128])))
     return ({"scores": scores, "max_slice": test_max}, {"loss": history, "attention_overlap": overlap})
+
+
+@dataclass(frozen=True)
+class GeneratorRecord:
+    """A trained generator as the pool stage records it (``meta.json["generator"]``): the cache
+    keys of its three models, their configs, the cohort spec, the host subjects and the seed
+    lesion extents. Everything a later ``platform synth`` needs; no tensors."""
+
+    mask_vae: str
+    diffusion: str
+    ucmt: str
+    stages: dict[str, dict[str, Any]]
+    cohort: dict[str, Any]
+    hosts: list[str]
+    extents: list[list[int]]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GeneratorRecord:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 
 # -- the trial --------------------------------------------------------------------------------
@@ -446,9 +550,9 @@ def run_trial(
         )
         hosts = [subjects[s] for s in split.train_negative] or [subjects[s] for s in split.seed_positive]
         extents = _lesion_extents([subjects[s].mask for s in split.seed_positive])
-        full_pool = stage(
-            "pool",
-            lambda: synthesize_pool(
+
+        def make_pool() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            pool, meta = synthesize_pool(
                 stages.diffusion,
                 diff["ema"],
                 stages.mask_vae,
@@ -460,8 +564,24 @@ def run_trial(
                 trial.n_pool,
                 derive_seed(study.seed, repeat, "pool"),
                 lesion_slices.image,
-            ),
-        )
+            )
+            # What `platform synth` needs to draw more pairs from this generator later.
+            meta["generator"] = GeneratorRecord(
+                mask_vae=str(keys["mask_vae"]),
+                diffusion=str(keys["diffusion"]),
+                ucmt=str(keys["ucmt"]),
+                stages={
+                    "mask_vae": _asdict(stages.mask_vae),
+                    "diffusion": _asdict(stages.diffusion),
+                    "ucmt": _asdict(stages.ucmt),
+                },
+                cohort=study.cohort.model_dump(mode="json"),
+                hosts=[h.subject for h in hosts],
+                extents=[list(e) for e in extents],
+            ).to_json()
+            return pool, meta
+
+        full_pool = stage("pool", make_pool)
         pool = {k: v[: trial.n_synthetic] for k, v in full_pool.items()}  # nested subsets of one pool
         n_syn = len(pool["image"])  # the pool can fall short if the mask VAE draws empty masks
     labeled = slice_set(subjects, split.labeled, stages.diffusion.neighbour_offsets)

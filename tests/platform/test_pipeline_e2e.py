@@ -7,6 +7,7 @@ queries MLflow with ``mlflow.search_runs``. Servers the tests need (an ``mlflow 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 
@@ -94,11 +96,18 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout:
     raise AssertionError(f"{what} did not open port {port} within {timeout:.0f} s")
 
 
-def test_tiny_study_end_to_end_then_rerun_trains_nothing(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny study run once to completion (shared by the tests that only read it)."""
+    tmp_path = tmp_path_factory.mktemp("finished")
     study = _write_study(tmp_path)
     first = _platform("run", str(study))
     assert first.returncode == 0, first.stdout + first.stderr
-    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    return study, f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+
+
+def test_tiny_study_end_to_end_then_rerun_trains_nothing(finished_study: tuple[Path, str]) -> None:
+    study, uri = finished_study
     parents, children = _runs(uri)
     assert len(parents) == 1 and len(children) == N_TRIALS
     assert parents[0].info.status == "FINISHED"
@@ -279,3 +288,43 @@ def test_sampled_axes_run_through_optuna_search(tmp_path: Path) -> None:
     lrs = sorted(float(c.data.params["detector.lr"]) for c in children)
     assert len(children) == 2 and lrs[0] != lrs[1]
     assert all(1e-4 <= lr <= 1e-2 for lr in lrs)
+
+
+def test_synth_writes_a_checked_cohort_from_a_trial_run(finished_study: tuple[Path, str], tmp_path: Path) -> None:
+    import nibabel as nib
+    from salient.platform.cohort.check import check_cohort
+
+    _, uri = finished_study
+    _, children = _runs(uri)
+    dosed = next(c for c in children if float(c.data.params["dose"]) > 0)
+    undosed = next(c for c in children if float(c.data.params["dose"]) == 0)
+    out = tmp_path / "synthetic"
+    done = _platform("synth", "--generator", dosed.info.run_id, "--masks", "3", str(out), "--tracking-uri", uri)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = check_cohort(out)
+    assert report.ok and report.n_subjects == 3 and report.n_positive == 3, report.problems
+    image = nib.load(str(out / "images" / "synth_0000.nii.gz"))
+    assert image.shape == (32, 32, 12) and np.allclose(image.header.get_zooms(), (8.0, 8.0, 10.0))
+    hu = np.asarray(image.dataobj)
+    assert hu.min() >= -160.0 and hu.max() <= 240.0  # the preprocessing window, in HU
+    provenance = json.loads((out / "synth.json").read_text())
+    assert provenance["n_masks"] == 3 and provenance["seed"] == 0
+    assert "phantom_" not in (out / "labels.csv").read_text()  # hosts only as hashes
+
+    # The same generator named by its pool folder, same seed: the same voxels.
+    parent = mlflow.MlflowClient(uri).get_run(dosed.data.tags["mlflow.parentRunId"])
+    pool = Path(parent.data.params["stage_cache"]) / dosed.data.params["stage_key.pool"]
+    again = tmp_path / "again"
+    assert _platform("synth", "--generator", str(pool), "--masks", "3", str(again)).returncode == 0
+    for name in ("images/synth_0002.nii.gz", "masks/synth_0002.nii.gz"):
+        assert np.array_equal(nib.load(str(out / name)).get_fdata(), nib.load(str(again / name)).get_fdata())
+
+    # Bad input: named clearly, exit 2, nothing written.
+    refused = _platform("synth", "--generator", str(pool), "--masks", "1", str(out))
+    assert refused.returncode == 2 and "not empty" in refused.stderr
+    no_gen = _platform(
+        "synth", "--generator", undosed.info.run_id, "--masks", "1", str(tmp_path / "x"), "--tracking-uri", uri
+    )
+    assert no_gen.returncode == 2 and "dose 0" in no_gen.stderr and not (tmp_path / "x").exists()
+    bogus = _platform("synth", "--generator", "nope", "--masks", "1", str(tmp_path / "y"))
+    assert bogus.returncode == 2 and "neither an existing folder nor an MLflow run id" in bogus.stderr
