@@ -25,7 +25,7 @@ from salient.platform.errors import PlatformError
 from salient.platform.stage_cache import CODE_VERSION, StageCache, StageKey
 from salient.platform.study import Plan, Study, build_plan, load_study
 
-__all__ = ["StudyRun", "output_dir_problem", "run_study", "study_key", "study_status"]
+__all__ = ["StudyRun", "find_study", "output_dir_problem", "run_study", "study_key", "study_status"]
 
 MIN_FREE_BYTES = 200 * 2**20
 
@@ -102,6 +102,9 @@ class StudyRun:
     failed: list[str]
     trained: list[str]
     reused: list[str]
+    #: driver wall seconds: "cohort" (load + preprocess), "tune" (Ray Tune, trials included),
+    #: "mlflow" (child-run logging), "total"
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _tracker(study: Study, tracking_uri: str | None) -> Any:
@@ -166,18 +169,22 @@ def run_study(
     from salient.platform.tune_adapter import TrialOutcome, run_with_tune
 
     console = console or Console()
+    started = time.perf_counter()
+    timings: dict[str, float] = {"mlflow": 0.0}
     study = load_study(study_path)
     plan = build_plan(study)
     if (problem := output_dir_problem(study.output_dir)) is not None:
         raise PlatformError(problem)
     key = study_key(study)
-    tracker = _tracker(study, tracking_uri)
     console.print(
         f"[bold]study[/] {study.name} ({study_path}): {plan.n_trials} trials, "
         f"{plan.n_evaluations} evaluations; outputs in {study.output_dir.resolve()}"
     )
+    t0 = time.perf_counter()
+    cohort = load_cohort(study.cohort, study.output_dir, progress=True)  # a bad cohort stops here
+    timings["cohort"] = time.perf_counter() - t0
+    tracker = _tracker(study, tracking_uri)
     console.print(f"MLflow tracking URI: {tracker.uri} (experiment {study.tracking.experiment or study.name})")
-    cohort = load_cohort(study.cohort, study.output_dir, progress=True)
     trained, reused = _preview(study, plan, cohort, console)
     resolved = study.model_dump(mode="json")
     params = {
@@ -189,6 +196,8 @@ def run_study(
         "n_trials": plan.n_trials,
         "sampler": study.sampler.name,
         "preset": study.stages.preset,
+        "objective": study.sampler.metric,
+        "mode": study.sampler.mode,
         STAGE_CACHE_PARAM: str((study.output_dir / "stage_cache").resolve()),
     }
     parent, resumed = tracker.start_study(key, study.name, params, {"salient.kind": "study"})
@@ -219,9 +228,13 @@ def run_study(
         }
         stage_tags = {"salient.stages": json.dumps(o.stages)[:5000]}
         artifacts = (
-            [Path(o.checkpoint_dir) / n for n in ("trial_result.json", "samples.png")] if o.checkpoint_dir else []
+            [Path(o.checkpoint_dir) / n for n in ("trial_result.json", "samples.png", "preview.npz")]
+            if o.checkpoint_dir
+            else []
         )
+        t0 = time.perf_counter()
         tracker.log_trial(o.trial_key, o.trial_id, run_params, o.metrics, stage_tags, artifacts)
+        timings["mlflow"] += time.perf_counter() - t0
         logged.add(o.trial_key)
 
     progress = _Progress(plan)
@@ -234,9 +247,11 @@ def run_study(
                 progress.event(tune_id, state, info)
                 live.update(progress.render())
 
+            t0 = time.perf_counter()
             outcomes, failed = run_with_tune(
                 study, plan, cohort, study.output_dir, experiment, address or study.ray.address, on_event, log_outcome
             )
+            timings["tune"] = time.perf_counter() - t0
         for o in outcomes:  # trials restored as finished by Tune report no completion event
             log_outcome(o)
         _summary(console, study, outcomes)
@@ -246,7 +261,8 @@ def run_study(
                 _write_results_csv(outcomes, results)
                 tracker.log_parent_artifact(results)
         status = "FINISHED" if not failed else "FAILED"
-        return StudyRun(parent, tracker.uri, outcomes, failed, trained, reused)
+        timings["total"] = time.perf_counter() - started
+        return StudyRun(parent, tracker.uri, outcomes, failed, trained, reused, timings)
     finally:
         tracker.finish_study(status)
 
@@ -295,3 +311,11 @@ def study_status(study_path: str | Path, tracking_uri: str | None, console: Cons
     done = sum(r.info.status == "FINISHED" for r in children)
     console.print(f"{done}/{plan.n_trials} trials logged")
     return 0
+
+
+def find_study(study_path: str | Path, tracking_uri: str | None) -> tuple[Study, str, str | None]:
+    """``(study, tracking URI, parent run id or None if the study never started)``."""
+    study = load_study(study_path)
+    tracker = _tracker(study, tracking_uri)
+    parent = tracker.find_study_run(study_key(study))
+    return study, tracker.uri, parent.info.run_id if parent is not None else None

@@ -10,6 +10,9 @@
   reports after every stage with ``tune.report(dict, checkpoint=...)``. Stage outputs live in
   the content-addressed stage cache, so a retried trial (``FailureConfig``) continues from the
   last finished stage and from the last checkpoint inside the interrupted one.
+* Actors are reused between trials (``reuse_actors``): a new trial skips the worker start and
+  the torch/MONAI imports (about 13 s of slot time per trial on the 2-core CI machine, see
+  benchmarks/orchestration_overhead.py). Per-process torch settings are applied per trial.
 * Resources: a trial asks for the largest CPU/GPU request among its stages (one trial runs all
   of its stages in one process). ``--address`` joins a running cluster; otherwise a local Ray is
   started with this machine's CPUs. On a multi-node cluster ``output_dir`` must be on a shared
@@ -32,7 +35,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import Callback, Checkpoint
-from salient.platform.artifacts import sample_grid_png
+from salient.platform.artifacts import PREVIEW_FILE, sample_grid_png, write_preview
 from salient.platform.cohort.prepare import LoadedCohort
 from salient.platform.stage_cache import StageCache
 from salient.platform.stages import StageEvent, configure_torch, plan_trial, run_trial
@@ -60,6 +63,7 @@ class TrialOutcome:
     stage_keys: dict[str, str]
     stages: list[dict[str, Any]]
     checkpoint_dir: str | None
+    trial_seconds: float | None = None  # wall time of the trainable that produced the result
 
 
 def make_sampler(name: str, seed: int) -> Any:
@@ -108,6 +112,7 @@ def _trainable(
     config: dict[str, Any], study: Study, plan: Plan, pool_dose: float, cohort: LoadedCohort, cache_root: str, cpus: int
 ) -> None:
     """One trial. ``config``: ``trial_index`` plus any sampled values."""
+    started = time.perf_counter()
     configure_torch(cpus)
     cell = plan.trials[int(config["trial_index"])]
     params = {**cell.params, **{k: v for k, v in config.items() if k != "trial_index"}}
@@ -140,10 +145,13 @@ def _trainable(
             "trial_key": trial_plan.trial_key,
             "stages": events,
             "split": result.split_fingerprint,
+            # the whole trainable (planning, slicing, stages, result files): for the overhead benchmark
+            "trial_seconds": time.perf_counter() - started,
         }
         (Path(d) / RESULT_FILE).write_text(json.dumps(payload, indent=1, default=str))
         if result.preview is not None:  # the pool was loaded once, by run_trial
             sample_grid_png(result.preview, Path(d) / "samples.png")
+        write_preview(result, study.cohort.preprocessing.hu_window, Path(d) / PREVIEW_FILE)
         tune.report({**result.metrics, "stage": "done", "restored": False}, checkpoint=Checkpoint.from_directory(d))
 
 
@@ -160,6 +168,7 @@ def _outcome_from_checkpoint(path: str | None, cell: TrialSpec) -> TrialOutcome 
         saved["stage_keys"],
         saved["stages"],
         path,
+        saved.get("trial_seconds"),
     )
 
 
@@ -273,7 +282,7 @@ def run_with_tune(
             (
                 experiment,
                 {"trial_index": tune.grid_search([t.index for t in plan.trials])},
-                tune.TuneConfig(max_concurrent_trials=study.resources.max_concurrent, num_samples=1),
+                tune.TuneConfig(max_concurrent_trials=study.resources.max_concurrent, num_samples=1, reuse_actors=True),
             )
         )
     else:
@@ -294,6 +303,7 @@ def run_with_tune(
                         search_alg=search,
                         num_samples=plan.n_samples,
                         max_concurrent_trials=study.resources.max_concurrent,
+                        reuse_actors=True,
                     ),
                 )
             )
