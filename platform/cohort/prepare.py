@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from salient.platform.cohort.check import check_cohort
 from salient.platform.cohort.manifest import Manifest, SubjectRecord, read_manifest
 from salient.platform.cohort.phantom import write_phantom_cohort
 from salient.platform.cohort.preprocess import PreprocessedSubject, SliceCache
+from salient.platform.errors import CohortError
 from salient.platform.study.schema import CohortSpec
 
 __all__ = ["LoadedCohort", "cohort_manifest", "load_cohort"]
@@ -43,8 +45,30 @@ def cohort_manifest(spec: CohortSpec, output_dir: Path, progress: bool = False) 
     return read_manifest(folder / "labels.csv")
 
 
+#: Problems listed in the error before "... and N more" (``platform cohort check`` lists all).
+MAX_LISTED_PROBLEMS = 10
+
+
 def load_cohort(spec: CohortSpec, output_dir: Path, progress: bool = False) -> LoadedCohort:
+    """Preprocess (once) and load every subject.
+
+    A manifest cohort with subjects not yet in the slice cache is checked first (the checks of
+    ``platform cohort check``): a truncated or non-NIfTI file, a 2D volume, NaN voxels, masks
+    with labels other than 0/1 or a grid other than the image's, duplicate subjects ... raise a
+    :class:`CohortError` naming every problem before anything is preprocessed or trained.
+    """
     manifest = cohort_manifest(spec, output_dir, progress)
     cache = SliceCache(output_dir / "slice_cache", manifest, spec.preprocessing)
+    if spec.source == "manifest" and not all(cache.has(r.subject) for r in manifest.records):
+        report = check_cohort(manifest.path, progress=progress)
+        if not report.ok:
+            listed = [str(p) for p in report.problems[:MAX_LISTED_PROBLEMS]]
+            more = len(report.problems) - len(listed)
+            raise CohortError(
+                f"cohort {manifest.path} has {len(report.problems)} problem(s); nothing was trained:\n  "
+                + "\n  ".join(listed)
+                + (f"\n  ... and {more} more" if more else "")
+                + f"\nrun `platform cohort check {manifest.path}` for the full list"
+            )
     subjects = {s.subject: s for s in cache.load_all(progress=progress)}
     return LoadedCohort(manifest.records, subjects, manifest.fingerprint())

@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 from salient.platform.cohort import SliceCache, check_cohort, read_manifest, write_phantom_cohort
 from salient.platform.cohort.phantom import TVR_CLASSES, draw_subject
 from salient.platform.errors import CohortError
@@ -164,3 +165,29 @@ def test_preprocessing_geometry_and_cache(tmp_path: Path, phantom_dir: Path) -> 
     again = cache.get(rec)  # read back from the cache, identical
     assert np.array_equal(again.image, subj.image) and np.array_equal(again.mask, subj.mask)
     assert not list(cache.dir.glob("*.tmp.npz"))
+
+
+def test_run_on_a_broken_cohort_fails_before_anything_is_written(
+    broken_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from salient.platform.cli import main
+
+    out = tmp_path / "out"
+    study = {
+        "name": "broken",
+        "cohort": {"source": "manifest", "manifest": str(broken_cohort / "labels.csv")},
+        "search_space": {"dose": {"grid": [0.0]}, "seed_size": {"grid": [2]}},
+        "output_dir": str(out),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    assert main(["run", str(path)]) == 2
+    assert "duplicate subject" in capsys.readouterr().err  # the manifest is read strictly first
+    labels = broken_cohort / "labels.csv"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join(lines[:-1]) + "\n")  # drop the duplicate row: the NIfTI faults remain
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "problem(s); nothing was trained" in err and "unreadable or corrupt NIfTI" in err
+    assert "platform cohort check" in err and "... and 1 more" in err  # 11 problems, 10 listed
+    assert not (out / "mlflow.db").exists() and not (out / "stage_cache").exists()
