@@ -1,15 +1,19 @@
-"""Image artifacts for MLflow: a sample grid of synthetic pairs (PNG, written with Pillow)."""
+"""Image artifacts for MLflow: a sample grid of synthetic pairs (PNG, written with Pillow) and
+the preview arrays the dashboards draw galleries and HU histograms from (``preview.npz``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["sample_grid_png"]
+__all__ = ["PREVIEW_FILE", "sample_grid_png", "write_preview"]
+
+PREVIEW_FILE = "preview.npz"
 
 
 def _to_rgb(image: torch.Tensor, mask: torch.Tensor | None, colour: tuple[int, int, int]) -> np.ndarray:
@@ -46,4 +50,19 @@ def sample_grid_png(pool: Mapping[str, torch.Tensor], path: Path, n: int = 8, sc
         )
     grid = np.concatenate(rows, axis=0)
     Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST).save(path)
+    return path
+
+
+def write_preview(result: Any, hu_window: tuple[float, float], path: Path) -> Path:
+    """Save a trial's preview slices as (N, H, W) float16/uint8 arrays: ``real_image``,
+    ``real_mask`` (seed lesion slices) and, with synthetic data, ``synthetic_image``,
+    ``synthetic_mask`` (the UCMT pseudo-label it trained with); ``hu_window`` maps [-1, 1] to HU."""
+    arrays: dict[str, np.ndarray] = {"hu_window": np.asarray(hu_window, dtype=np.float32)}
+    if result.real_preview is not None:
+        arrays["real_image"] = result.real_preview["image"][:, 0].numpy().astype(np.float16)
+        arrays["real_mask"] = result.real_preview["mask"][:, 0].numpy().astype(np.uint8)
+    if result.preview is not None and len(result.preview["image"]):
+        arrays["synthetic_image"] = result.preview["image"][:, 0].numpy().astype(np.float16)
+        arrays["synthetic_mask"] = result.preview["pseudo_mask"][:, 0].numpy().astype(np.uint8)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
     return path

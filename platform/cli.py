@@ -104,6 +104,58 @@ def _cmd_synth(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _default_tracking_uri(given: str | None) -> str:
+    import os
+
+    if given:
+        return given
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    demo = Path("salient_runs") / "mlflow.db"
+    if demo.is_file():
+        return f"sqlite:///{demo.resolve()}"
+    raise PlatformError(
+        "no tracking store: give --tracking-uri (e.g. sqlite:///OUTPUT_DIR/mlflow.db or http://127.0.0.1:5000), "
+        "set MLFLOW_TRACKING_URI, or run from the folder holding salient_runs/"
+    )
+
+
+def _cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
+    from salient.dashboards.app import create_app, serve
+    from salient.platform.results import MlflowResults
+
+    uri = _default_tracking_uri(args.tracking_uri)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: anyone who can reach this address can read every study", args.host)
+    console.print(f"dashboard for {uri} at http://{args.host}:{args.port}/ (Ctrl-C stops it)")
+    serve(create_app(MlflowResults(uri)), host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from salient.dashboards.app import preview_for
+    from salient.dashboards.report import render_report
+    from salient.dashboards.views import build_view
+    from salient.platform.pipeline import find_study
+    from salient.platform.results import MlflowResults
+
+    study, uri, run_id = find_study(args.study, args.tracking_uri)
+    if run_id is None:
+        raise PlatformError(f"{args.study}: study {study.name} has no run at {uri}; run it first")
+    source = MlflowResults(uri)
+    results = source.results(run_id)
+    view = build_view(results, source.study_params(run_id), preview_for(source, results))
+    meta = {"study": study.name, "study file": args.study, "MLflow run": run_id, "tracking URI": uri}
+    meta["finished trials"] = str(len(results))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(render_report(view, f"SALIENT study {study.name}", meta), encoding="utf-8")
+    tmp.replace(out)  # a reader never sees half a report
+    console.print(f"wrote {out} ({len(view.figures)} figures, {len(view.tables)} tables, {len(results)} trials)")
+    return EXIT_OK
+
+
 def _cmd_cohort_phantom(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.cohort.phantom import write_phantom_cohort
     from salient.platform.study.schema import PhantomSpec
@@ -197,6 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cohort", metavar="DIR_OR_MANIFEST", help="take healthy hosts from this cohort instead")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser(
+        "dashboard",
+        help="browse studies in a web dashboard (127.0.0.1)",
+        description="Serve a Dash app over an MLflow store: pick a study, see its dose-response curves, tables "
+        "and samples. Refreshes every 5 s while a study runs.",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./salient_runs/mlflow.db if it exists)",
+    )
+    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.set_defaults(func=_cmd_dashboard)
+
+    p = sub.add_parser(
+        "report",
+        help="write a study's figures and tables to one offline HTML file",
+        description="Write every figure and table of a study to one self-contained HTML file (plotly.js embedded).",
+    )
+    p.add_argument("study", help="study YAML file")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT_HTML")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's embedded store)")
+    p.set_defaults(func=_cmd_report)
 
     cohort = sub.add_parser("cohort", help="cohort tools", description="Create or check cohorts.")
     csub = cohort.add_subparsers(dest="cohort_command", required=True, metavar="ACTION")

@@ -39,6 +39,7 @@ from salient.models.metrics import (
     band_energy_stats,
     dice_score,
     frechet_distance,
+    ms_ssim,
     random_conv_extractor,
 )
 from salient.models.training import ResumableTrainer
@@ -90,6 +91,9 @@ class TrialResult:
     n_synthetic: int
     #: the first synthetic pairs this trial trained on (pool tensors, at most PREVIEW_PAIRS), or None
     preview: dict[str, torch.Tensor] | None = None
+    #: real lesion slices of the labeled seed (``image``, ``mask``; at most PREVIEW_PAIRS), to
+    #: show next to the synthetic ones
+    real_preview: dict[str, torch.Tensor] | None = None
 
 
 def configure_torch(threads: int) -> None:
@@ -323,6 +327,10 @@ def _realism(pool: Mapping[str, torch.Tensor], real: torch.Tensor) -> dict[str, 
     }
     if len(syn) >= 2 and len(real) >= 2:
         out["frechet_distance"] = frechet_distance(extractor(real), extractor(syn))
+        if min(syn.shape[-2:]) >= 16:  # MS-SSIM of synthetic vs real lesion slices, paired in order
+            k = min(len(syn), len(real))
+            score = ms_ssim(syn[:k], real[:k])
+            out.update({"ms_ssim": score.value, "ms_ssim_scales": score.scales, "ms_ssim_kernel": score.kernel_size})
         for name, arr in band_energy_stats(syn).items():
             out[f"synthetic_{name}"] = float(np.mean(arr))
         for name, arr in band_energy_stats(real).items():
@@ -637,8 +645,9 @@ def run_trial(
         )
     metrics.update({"n_real_positive_slices": float(trial.n_real_positive), "n_synthetic": float(n_syn)})
     preview = {k: v[:PREVIEW_PAIRS] for k, v in pool.items()} if pool is not None else None
+    real_preview = {"image": lesion_slices.image[:PREVIEW_PAIRS], "mask": lesion_slices.mask[:PREVIEW_PAIRS]}
     stage_keys = {k: str(v) for k, v in keys.items()}
-    return TrialResult(metrics, stage_keys, split.fingerprint(), trial.n_real_positive, n_syn, preview)
+    return TrialResult(metrics, stage_keys, split.fingerprint(), trial.n_real_positive, n_syn, preview, real_preview)
 
 
 def _all_train_positives(cohort: LoadedCohort, repeat: int, study: Study) -> int:

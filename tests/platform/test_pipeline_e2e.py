@@ -328,3 +328,16 @@ def test_synth_writes_a_checked_cohort_from_a_trial_run(finished_study: tuple[Pa
     assert no_gen.returncode == 2 and "dose 0" in no_gen.stderr and not (tmp_path / "x").exists()
     bogus = _platform("synth", "--generator", "nope", "--masks", "1", str(tmp_path / "y"))
     assert bogus.returncode == 2 and "neither an existing folder nor an MLflow run id" in bogus.stderr
+
+
+def test_report_of_a_finished_study_is_one_offline_html_file(finished_study: tuple[Path, str], tmp_path: Path) -> None:
+    study, _ = finished_study
+    out = tmp_path / "report.html"
+    done = _platform("report", str(study), "-o", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    html = out.read_text()
+    for part in ("Table 1", "therapeutic and toxic doses", 'id="figure-dose-response"', 'id="figure-gallery"'):
+        assert part in html, part  # the gallery comes from the trials' preview.npz artifacts
+    never_ran = _write_study(tmp_path, name="never_ran")
+    missing = _platform("report", str(never_ran), "-o", str(tmp_path / "none.html"))
+    assert missing.returncode == 2 and "run it first" in missing.stderr and not (tmp_path / "none.html").exists()

@@ -1,0 +1,112 @@
+"""Study results out of MLflow, as the tables the dashboards take (results in, figures out).
+
+A study is a parent run tagged ``salient.kind = study``; its trials are the child runs. The
+results table has one row per finished trial: ``trial``, ``run_id``, every param (numbers and
+booleans parsed back from MLflow's strings) and every metric.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from salient.platform.artifacts import PREVIEW_FILE
+
+__all__ = ["MlflowResults", "StudyInfo", "parse_param"]
+
+log = logging.getLogger(__name__)
+_HIDDEN = ("stage_key.", "git_revision", "code_version", "cohort_fingerprint", "config_hash")
+
+
+def parse_param(text: str) -> Any:
+    """MLflow stores params as strings: give numbers and booleans back their type."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    run_id: str
+    name: str
+    experiment: str
+    status: str
+    start_time: int  # ms since the epoch
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.experiment}, {self.status.lower()}, {self.run_id[:8]})"
+
+
+class MlflowResults:
+    """The dashboards' data source over one MLflow tracking URI (read only)."""
+
+    def __init__(self, tracking_uri: str):
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def studies(self) -> list[StudyInfo]:
+        """Every study run in every experiment, newest first."""
+        out = []
+        for exp in self.client.search_experiments():
+            for run in self.client.search_runs(
+                [exp.experiment_id], filter_string="tags.`salient.kind` = 'study'", max_results=1000
+            ):
+                out.append(
+                    StudyInfo(
+                        run.info.run_id,
+                        run.info.run_name or run.info.run_id,
+                        exp.name,
+                        run.info.status,
+                        run.info.start_time,
+                    )
+                )
+        return sorted(out, key=lambda s: -s.start_time)
+
+    def study_params(self, study_run_id: str) -> dict[str, Any]:
+        return {k: parse_param(v) for k, v in self.client.get_run(study_run_id).data.params.items()}
+
+    def results(self, study_run_id: str) -> pd.DataFrame:
+        """One row per finished trial of the study (empty while none has finished)."""
+        parent = self.client.get_run(study_run_id)
+        runs = self.client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{study_run_id}' and attributes.status = 'FINISHED'",
+            max_results=5000,
+        )
+        rows: list[dict[str, Any]] = []
+        param_names: set[str] = set()
+        for r in runs:
+            params = {k: parse_param(v) for k, v in r.data.params.items() if not k.startswith(_HIDDEN)}
+            param_names.update(params)
+            rows.append({"trial": r.info.run_name, "run_id": r.info.run_id, **params, **r.data.metrics})
+        frame = pd.DataFrame(rows)
+        if not frame.empty:
+            frame = frame.sort_values("trial", kind="stable").reset_index(drop=True)
+        frame.attrs["params"] = sorted(param_names)  # which columns are search-space values
+        return frame
+
+    def preview(self, trial_run_id: str) -> dict[str, np.ndarray] | None:
+        """A trial's preview arrays (real and synthetic lesion slices with masks), if it has them."""
+        try:
+            names = {a.path for a in self.client.list_artifacts(trial_run_id)}
+            if PREVIEW_FILE not in names:
+                return None
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(self.client.download_artifacts(trial_run_id, PREVIEW_FILE, d))
+                with np.load(io.BytesIO(path.read_bytes())) as z:
+                    return {k: z[k] for k in z.files}
+        except Exception as exc:  # a missing or unreadable artifact must not break a dashboard
+            log.warning("preview of run %s unavailable: %s", trial_run_id, exc)
+            return None

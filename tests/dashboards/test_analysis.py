@@ -1,0 +1,143 @@
+"""Dose-response analysis on hand-made curves with a known optimum, window and toxic dose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from salient.dashboards.analysis import (
+    ablation_table,
+    curve_table,
+    dose_shift,
+    dose_summaries,
+    long_metrics,
+    prevalences,
+    table1,
+    table1_markdown,
+    tvr_gains,
+)
+
+
+def _results(curves: dict[tuple[int, float], list[float]], doses: list[float], half_ci: float = 0.02) -> pd.DataFrame:
+    """One trial per (seed_size, dose); ``curves[(seed, prevalence)]`` lists AUPRC by dose."""
+    rows: dict[tuple[int, float], dict[str, float]] = {}
+    for (seed, prev), values in curves.items():
+        for dose, v in zip(doses, values, strict=True):
+            row = rows.setdefault((seed, dose), {"seed_size": seed, "dose": dose, "repeat": 0, "auroc": 0.7})
+            row[f"auprc_p{prev:g}"] = v
+            row[f"auprc_p{prev:g}_ci_low"] = v - half_ci
+            row[f"auprc_p{prev:g}_ci_high"] = v + half_ci
+    return pd.DataFrame(list(rows.values()))
+
+
+DOSES = [0.0, 1.0, 2.0, 4.0, 8.0]
+
+
+def test_known_optimum_window_and_toxic_dose() -> None:
+    # best at 2x; 1x within the CI of the best; 8x below the 0x baseline -> toxic
+    df = _results({(6, 0.05): [0.30, 0.41, 0.43, 0.35, 0.25]}, DOSES)
+    (s,) = dose_summaries(df)
+    assert s.therapeutic_dose == 2.0 and s.therapeutic_value == pytest.approx(0.43)
+    assert s.baseline == pytest.approx(0.30)
+    assert s.plausible_optima == (1.0, 2.0)
+    assert s.window == (1.0, 2.0)
+    assert s.toxic_dose == 8.0
+    assert s.optimum_stability is None  # one repeat
+
+
+def test_no_toxic_dose_when_every_dose_stays_above_baseline() -> None:
+    (s,) = dose_summaries(_results({(6, 0.05): [0.30, 0.35, 0.50, 0.45, 0.40]}, DOSES))
+    assert s.therapeutic_dose == 2.0 and s.toxic_dose is None
+    assert s.window == (2.0,)
+
+
+def test_ties_go_to_the_smallest_dose() -> None:
+    (s,) = dose_summaries(_results({(6, 0.05): [0.30, 0.40, 0.40, 0.40, 0.20]}, DOSES))
+    assert s.therapeutic_dose == 1.0
+    assert s.window == (1.0, 2.0, 4.0)
+    assert s.toxic_dose == 8.0
+
+
+def test_a_flat_curve_has_no_window_and_no_toxic_dose() -> None:
+    (s,) = dose_summaries(_results({(6, 0.05): [0.3] * 5}, DOSES))
+    assert s.therapeutic_dose == 0.0  # nothing beats no synthesis
+    assert s.window == () and s.toxic_dose is None
+    assert s.plausible_optima == tuple(DOSES)
+
+
+def test_a_single_dose() -> None:
+    (s,) = dose_summaries(_results({(6, 0.05): [0.3]}, [0.0]))
+    assert (s.therapeutic_dose, s.window, s.toxic_dose, s.baseline) == (0.0, (), None, pytest.approx(0.3))
+    (s,) = dose_summaries(_results({(6, 0.05): [0.4]}, [2.0]))
+    assert s.therapeutic_dose == 2.0 and s.baseline is None and s.window == () and s.toxic_dose is None
+
+
+def test_repeats_give_t_intervals_paired_deltas_and_optimum_stability() -> None:
+    rows = []
+    for repeat, shift in enumerate([0.0, 0.02, -0.02]):
+        for dose, v in zip([0.0, 1.0, 2.0], [0.30, 0.40, 0.35], strict=True):
+            best_here = v + shift + (0.1 if (repeat == 2 and dose == 2.0) else 0.0)
+            rows.append({"seed_size": 6, "dose": dose, "repeat": repeat, "auprc_p0.1": best_here})
+    df = pd.DataFrame(rows)
+    curves = curve_table(df).set_index("dose")
+    assert curves.loc[1.0, "n_repeats"] == 3
+    assert curves.loc[1.0, "mean"] == pytest.approx(0.40)
+    assert curves.loc[1.0, "delta"] == pytest.approx(0.10)  # paired by repeat: the shift cancels
+    sd = np.std([0.40, 0.42, 0.38], ddof=1)
+    assert curves.loc[1.0, "ci_high"] - curves.loc[1.0, "mean"] == pytest.approx(4.302653 * sd / np.sqrt(3), rel=1e-5)
+    (s,) = dose_summaries(df)
+    assert s.therapeutic_dose == 1.0 and s.optimum_stability == pytest.approx(2 / 3)
+
+
+def test_dose_shift_between_seed_sizes_and_prevalences() -> None:
+    df = _results(
+        {
+            (6, 0.05): [0.30, 0.35, 0.45, 0.40, 0.20],
+            (10, 0.05): [0.40, 0.48, 0.42, 0.39, 0.38],
+            (6, 0.2): [0.50, 0.55, 0.60, 0.70, 0.52],
+            (10, 0.2): [0.60, 0.64, 0.62, 0.61, 0.59],
+        },
+        DOSES,
+    )
+    assert prevalences(df) == [0.05, 0.2]
+    shift = dose_shift(dose_summaries(df))
+    got = {(r.prevalence, r.seed_size): (r.therapeutic_dose, r.shift) for r in shift.itertuples()}
+    assert got == {(0.05, 6): (2.0, 0.0), (0.05, 10): (1.0, -1.0), (0.2, 6): (4.0, 0.0), (0.2, 10): (1.0, -3.0)}
+
+
+def test_table1_has_a_row_per_seed_and_dose_and_a_markdown_twin() -> None:
+    df = _results({(6, 0.05): [0.30, 0.41, 0.43, 0.35, 0.25], (10, 0.05): [0.5, 0.5, 0.5, 0.5, 0.5]}, DOSES)
+    table = table1(df)
+    assert len(table) == 10
+    assert list(table.columns) == ["seed_size", "dose", "AUPRC@0.05", "dAUPRC@0.05", "AUROC"]
+    first = table.iloc[2]  # seed 6, dose 2
+    assert first["AUPRC@0.05"] == "0.430 [0.410, 0.450]" and first["dAUPRC@0.05"] == "+0.130"
+    md = table1_markdown(table)
+    assert md.splitlines()[0].startswith("| seed_size | dose | AUPRC@0.05")
+    assert len(md.splitlines()) == 12
+
+
+def test_tvr_gains_and_ablation() -> None:
+    df = pd.DataFrame(
+        {
+            "seed_size": [6, 6, 6, 6],
+            "dose": [0.0, 1.0, 0.0, 1.0],
+            "detector.mask_guidance": [True, True, False, False],
+            "auprc_p0.1": [0.3, 0.5, 0.3, 0.35],
+            "auprc_tvr_small": [0.2, 0.4, 0.2, 0.3],
+        }
+    )
+    gains = tvr_gains(df).set_index(["dose", "stratum"])
+    assert gains.loc[(1.0, "small"), "delta"] == pytest.approx(0.15)  # mean over guided/unguided
+    abl = ablation_table(df).set_index("dose")
+    assert abl.loc[1.0, "difference"] == pytest.approx(0.15)
+    assert ablation_table(df.drop(columns="detector.mask_guidance")).empty
+
+
+def test_bad_input_names_what_is_missing() -> None:
+    with pytest.raises(ValueError, match="lacks column"):
+        long_metrics(pd.DataFrame({"auprc_p0.1": [0.3]}))
+    with pytest.raises(ValueError, match="no auprc_p"):
+        long_metrics(pd.DataFrame({"dose": [0.0]}))
+    with pytest.raises(ValueError, match="metric must be"):
+        long_metrics(pd.DataFrame({"dose": [0.0]}), metric="f1")

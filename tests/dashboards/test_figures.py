@@ -1,0 +1,99 @@
+"""Figures contain the traces they promise; views and the report hold every figure and table."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from plotly.offline import get_plotlyjs
+from salient.dashboards import figures
+from salient.dashboards.report import render_report
+from salient.dashboards.views import build_view
+from study_data import make_results
+
+
+def _names(fig: object) -> list[str]:
+    return [t.name for t in fig.data]  # type: ignore[attr-defined]
+
+
+def test_dose_response_has_band_curve_baseline_and_markers_per_facet() -> None:
+    fig = figures.dose_response_figure(make_results())
+    names = _names(fig)
+    for seed in (6, 10):
+        for p in ("0.05", "0.2"):
+            tag = f"seed {seed}, p {p}"
+            assert f"AUPRC ({tag})" in names and f"interval ({tag})" in names and f"0x baseline ({tag})" in names
+            assert f"therapeutic dose ({tag})" in names
+    star = next(t for t in fig.data if t.name == "therapeutic dose (seed 6, p 0.05)")
+    assert list(star.x) == [2.0]  # the known optimum of the hand-made curve
+    toxic = next(t for t in fig.data if t.name == "toxic dose (seed 6, p 0.05)")
+    assert list(toxic.x) == [4.0]
+    assert len(fig.layout.annotations) == 4  # one subplot title per (seed size, prevalence)
+
+
+def test_delta_heatmap_is_dose_by_prevalence_per_seed_size() -> None:
+    fig = figures.delta_heatmap(make_results())
+    assert _names(fig) == ["delta AUPRC (seed 6)", "delta AUPRC (seed 10)"]
+    heat = fig.data[0]
+    assert list(heat.y) == ["0x", "1x", "2x", "4x"] and list(heat.x) == ["0.05", "0.2"]
+    assert np.allclose(np.asarray(heat.z)[0], 0.0)  # 0x minus 0x
+
+
+def test_other_figures_have_their_traces() -> None:
+    res = make_results()
+    assert _names(figures.optimal_dose_figure(res)) == ["prevalence 0.05", "prevalence 0.2"]
+    names = _names(figures.auprc_auroc_figure(res))
+    assert "AUROC (seed 10)" in names and "AUPRC @ 0.05 (seed 6)" in names
+    realism = figures.realism_figure(res)
+    assert _names(realism) == ["mask Dice", "MS-SSIM", "Frechet distance"]
+    assert list(realism.data[0].x) == ["wavelet"]
+    band = figures.band_energy_figure(res)
+    assert _names(band) == ["ll_std", "hh_var"] and list(band.data[0].x) == ["real", "synthetic (wavelet)"]
+    assert _names(figures.saliency_figure(res)) == ["seed 6", "seed 10"]
+    hist = figures.hu_histogram_figure(np.array([10.0, 20.0]), np.array([15.0]))
+    assert _names(hist) == ["real", "synthetic"]
+    gallery = figures.gallery_figure(
+        {"real": (np.zeros((2, 8, 8)), np.ones((2, 8, 8))), "synthetic": (np.zeros((3, 8, 8)), np.zeros((3, 8, 8)))}
+    )
+    assert _names(gallery) == ["real 0", "real 0 mask", "real 1", "real 1 mask", "synthetic 0", "synthetic 1"]
+
+
+def test_optimisation_history_and_importance() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, 12)
+    res = pd.DataFrame({"diffusion.guidance.s_mask": x, "detector.lr": rng.uniform(0, 1, 12), "auprc": 2 * x})
+    hist = figures.optimisation_history_figure(res, "auprc")
+    assert _names(hist) == ["auprc", "best so far"]
+    assert np.all(np.diff(hist.data[1].y) >= 0)
+    imp = figures.param_importance_figure(res, "auprc", ["diffusion.guidance.s_mask", "detector.lr"])
+    bars = dict(zip(imp.data[0].y, imp.data[0].x, strict=True))
+    assert bars["diffusion.guidance.s_mask"] > bars["detector.lr"]  # the objective depends only on s_mask
+
+
+def test_a_study_without_synthetic_data_still_renders() -> None:
+    res = make_results(doses=(0.0,)).drop(columns=["n_synthetic"])
+    view = build_view(res)
+    assert "dose-response" in view.figures
+    assert view.figures["realism"].layout.annotations[0].text == "no synthetic data in this study"
+    assert build_view(pd.DataFrame()).notes == ["no finished trials yet"]
+
+
+def test_view_and_report_hold_every_figure_and_table() -> None:
+    preview = {
+        "real_image": np.zeros((2, 8, 8), np.float16),
+        "real_mask": np.ones((2, 8, 8), np.uint8),
+        "synthetic_image": np.full((2, 8, 8), 0.5, np.float16),
+        "synthetic_mask": np.ones((2, 8, 8), np.uint8),
+        "hu_window": np.array([-160.0, 240.0], np.float32),
+    }
+    view = build_view(make_results(), {"objective": "auprc"}, preview)
+    assert set(view.figures) >= {"dose-response", "delta-heatmap", "optimal-dose", "gallery", "hu-histogram"}
+    hu = view.figures["hu-histogram"].data
+    assert float(hu[0].x[0]) == -160.0 + 0.5 * 400.0 and float(hu[1].x[0]) == -160.0 + 0.75 * 400.0
+    assert "Table 1 (AUPRC [interval], delta vs 0x, AUROC)" in view.tables
+    html = render_report(view, "study <x>", {"run": "abc"})
+    assert html.count('class="plotly-graph-div"') == len(view.figures)
+    assert "<title>study &lt;x&gt;</title>" in html
+    outside_bundle = html.replace(get_plotlyjs(), "")
+    assert get_plotlyjs() in html and not re.search(r"<script[^>]*\bsrc=", outside_bundle)  # inline: offline
