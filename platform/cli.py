@@ -68,11 +68,15 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from salient.platform.pipeline import run_study
+    from salient.platform.pipeline import TrackingUnavailableError, run_study
 
-    result = run_study(
-        args.study, tracking_uri=args.tracking_uri, address=args.address, resume=args.resume, console=console
-    )
+    try:
+        result = run_study(
+            args.study, tracking_uri=args.tracking_uri, address=args.address, resume=args.resume, console=console
+        )
+    except TrackingUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     if result.failed:
         print(
             f"{len(result.failed)} trial(s) failed after their retries: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -25,14 +26,46 @@ from salient.platform.errors import PlatformError
 from salient.platform.stage_cache import CODE_VERSION, StageCache, StageKey
 from salient.platform.study import Plan, Study, build_plan, load_study
 
-__all__ = ["StudyRun", "find_study", "output_dir_problem", "run_study", "study_key", "study_status"]
+__all__ = [
+    "StudyRun",
+    "TrackingUnavailableError",
+    "find_study",
+    "output_dir_problem",
+    "run_study",
+    "study_key",
+    "study_status",
+    "study_tracker",
+]
 
 MIN_FREE_BYTES = 200 * 2**20
+#: After the trials, how long to keep retrying MLflow for results it could not take (seconds).
+MLFLOW_WAIT_S, MLFLOW_WAIT_ENV = 120.0, "SALIENT_MLFLOW_WAIT_S"
+#: MLflow's HTTP client retries a dead server for minutes by default, which would stall the
+#: trial loop; the platform buffers and retries itself, so the client gives up sooner.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
+def np_version() -> str:
+    import numpy
+
+    return str(numpy.__version__)
+
+
+class TrackingUnavailableError(RuntimeError):
+    """Trials finished but MLflow could not take their results (they are kept locally)."""
 
 
 def study_key(study: Study) -> str:
     """Identity of a study's resolved content (not its file name or output folder) + code version."""
-    content = study.model_dump(mode="json", exclude={"source_file", "output_dir", "tracking", "ray", "resources"})
+    content = study.model_dump(
+        mode="json", exclude={"source_file", "output_dir", "tracking", "ray", "resources", "guidance_profile"}
+    )
     return hashlib.sha256(json.dumps([content, CODE_VERSION], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -107,7 +140,7 @@ class StudyRun:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _tracker(study: Study, tracking_uri: str | None) -> Any:
+def study_tracker(study: Study, tracking_uri: str | None) -> Any:
     from salient.platform.tracking import Tracker, default_tracking_uri
 
     uri = tracking_uri or study.tracking.uri or default_tracking_uri(study.output_dir)
@@ -164,11 +197,14 @@ def run_study(
 ) -> StudyRun:
     """Run (or resume) a study; raises PlatformError for bad input, returns what happened."""
     from salient.platform.cohort.prepare import load_cohort
+    from salient.platform.privacy import redact_resolved_study
     from salient.platform.synth import STAGE_CACHE_PARAM
-    from salient.platform.tracking import git_revision
+    from salient.platform.tracking import TRACKING_ERRORS, git_revision
     from salient.platform.tune_adapter import TrialOutcome, run_with_tune
 
     console = console or Console()
+    for name, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     started = time.perf_counter()
     timings: dict[str, float] = {"mlflow": 0.0}
     study = load_study(study_path)
@@ -183,7 +219,7 @@ def run_study(
     t0 = time.perf_counter()
     cohort = load_cohort(study.cohort, study.output_dir, progress=True)  # a bad cohort stops here
     timings["cohort"] = time.perf_counter() - t0
-    tracker = _tracker(study, tracking_uri)
+    tracker = study_tracker(study, tracking_uri)
     console.print(f"MLflow tracking URI: {tracker.uri} (experiment {study.tracking.experiment or study.name})")
     trained, reused = _preview(study, plan, cohort, console)
     resolved = study.model_dump(mode="json")
@@ -199,17 +235,27 @@ def run_study(
         "objective": study.sampler.metric,
         "mode": study.sampler.mode,
         STAGE_CACHE_PARAM: str((study.output_dir / "stage_cache").resolve()),
+        # What CPU results are reproducible under (see README "Guarantees"): same code, same
+        # library versions, same threads per trial.
+        "torch_version": torch_version(),
+        "numpy_version": np_version(),
+        "threads_per_trial": max(1, int(study.resources.per_trial().cpus)),
     }
-    parent, resumed = tracker.start_study(key, study.name, params, {"salient.kind": "study"})
+    try:  # before any trial: if MLflow is unreachable, stop here with nothing trained
+        parent, resumed = tracker.start_study(key, study.name, params, {"salient.kind": "study"})
+        with tempfile.TemporaryDirectory() as d:
+            resolved_path = Path(d) / "study.resolved.yaml"
+            resolved_path.write_text(yaml.safe_dump(redact_resolved_study(resolved, study), sort_keys=False))
+            tracker.log_parent_artifact(resolved_path)
+        logged = set(tracker.logged_trials())
+    except TRACKING_ERRORS as exc:
+        raise TrackingUnavailableError(
+            f"cannot reach MLflow at {tracker.uri}: {_short(exc)}; nothing was trained"
+        ) from exc
     if resume and not resumed:
         console.print("--resume: no earlier run of this study was found; starting it")
     elif resumed:
         console.print(f"resuming study run {parent}: finished stages and trials are reused")
-    with tempfile.TemporaryDirectory() as d:
-        resolved_path = Path(d) / "study.resolved.yaml"
-        resolved_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
-        tracker.log_parent_artifact(resolved_path)
-    logged = set(tracker.logged_trials())
     tune_params = {
         "git_revision": params["git_revision"],
         "cohort_fingerprint": cohort.fingerprint,
@@ -226,17 +272,31 @@ def run_study(
             **tune_params,
             **{f"stage_key.{k}": v for k, v in o.stage_keys.items()},
         }
-        stage_tags = {"salient.stages": json.dumps(o.stages)[:5000]}
+        stage_tags = {"salient.stages": json.dumps(o.stages)[:5000], "salient.split": o.split or "unknown"}
         artifacts = (
-            [Path(o.checkpoint_dir) / n for n in ("trial_result.json", "samples.png", "preview.npz")]
+            [Path(o.checkpoint_dir) / n for n in ("trial_result.json", "samples.png", "preview.npz", "split.json")]
             if o.checkpoint_dir
             else []
         )
         t0 = time.perf_counter()
-        tracker.log_trial(o.trial_key, o.trial_id, run_params, o.metrics, stage_tags, artifacts)
-        timings["mlflow"] += time.perf_counter() - t0
+        try:
+            tracker.log_trial(o.trial_key, o.trial_id, run_params, o.metrics, stage_tags, artifacts)
+        except TRACKING_ERRORS as exc:  # the server is down: keep the result, log it later
+            if o.trial_key not in {u.trial_key for u in unlogged}:
+                unlogged.append(o)
+                console.print(
+                    f"[yellow]MLflow unavailable ({_short(exc)}): trial {o.trial_id} finished and is kept; "
+                    "it is logged when the server answers again[/]"
+                )
+            return
+        finally:
+            timings["mlflow"] += time.perf_counter() - t0
         logged.add(o.trial_key)
+        if any(u.trial_key == o.trial_key for u in unlogged):
+            unlogged[:] = [u for u in unlogged if u.trial_key != o.trial_key]
+            console.print(f"MLflow is back: trial {o.trial_id} logged")
 
+    unlogged: list[TrialOutcome] = []
     progress = _Progress(plan)
     experiment = f"{study.name}-{key[:8]}"
     status = "FAILED"
@@ -255,6 +315,20 @@ def run_study(
         for o in outcomes:  # trials restored as finished by Tune report no completion event
             log_outcome(o)
         _summary(console, study, outcomes)
+        _write_local_results(study, outcomes)  # kept even if MLflow never comes back
+        deadline = time.time() + float(os.environ.get(MLFLOW_WAIT_ENV, MLFLOW_WAIT_S))
+        while unlogged and time.time() < deadline:  # the server may come back: keep trying a while
+            time.sleep(3)
+            for o in list(unlogged):
+                log_outcome(o)
+        if unlogged:
+            raise TrackingUnavailableError(
+                f"{len(unlogged)} finished trial(s) could not be logged to MLflow at {tracker.uri}: "
+                + ", ".join(o.trial_id for o in unlogged)
+                + ". Their results are kept (Tune checkpoints, stage cache, "
+                + f"{study.output_dir / 'results.csv'}); rerun the same command when the server is back "
+                + "to log them (nothing is retrained)"
+            )
         with tempfile.TemporaryDirectory() as d:
             results = Path(d) / "results.csv"
             if outcomes:
@@ -264,7 +338,25 @@ def run_study(
         timings["total"] = time.perf_counter() - started
         return StudyRun(parent, tracker.uri, outcomes, failed, trained, reused, timings)
     finally:
-        tracker.finish_study(status)
+        try:
+            tracker.finish_study(status)
+        except TRACKING_ERRORS as exc:
+            console.print(f"[yellow]could not mark the study run {status.lower()} in MLflow: {_short(exc)}[/]")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+def _write_local_results(study: Study, outcomes: list[Any]) -> None:
+    """``OUTPUT_DIR/results.csv``: the finished trials' values and metrics, written atomically."""
+    if not outcomes:
+        return
+    path = study.output_dir / "results.csv"
+    tmp = path.with_name(".results.csv.tmp")
+    _write_results_csv(outcomes, tmp)
+    os.replace(tmp, path)
 
 
 def _summary(console: Console, study: Study, outcomes: list[Any]) -> None:
@@ -287,7 +379,7 @@ def study_status(study_path: str | Path, tracking_uri: str | None, console: Cons
     study = load_study(study_path)
     plan = build_plan(study)
     key = study_key(study)
-    tracker = _tracker(study, tracking_uri)
+    tracker = study_tracker(study, tracking_uri)
     parent = tracker.find_study_run(key)
     if parent is None:
         console.print(f"study {study.name}: not started (no MLflow run at {tracker.uri})")
@@ -316,6 +408,6 @@ def study_status(study_path: str | Path, tracking_uri: str | None, console: Cons
 def find_study(study_path: str | Path, tracking_uri: str | None) -> tuple[Study, str, str | None]:
     """``(study, tracking URI, parent run id or None if the study never started)``."""
     study = load_study(study_path)
-    tracker = _tracker(study, tracking_uri)
+    tracker = study_tracker(study, tracking_uri)
     parent = tracker.find_study_run(study_key(study))
     return study, tracker.uri, parent.info.run_id if parent is not None else None

@@ -140,6 +140,7 @@ def train_mask_vae(
     vols = [v for v in (mask_to_volume(m, cfg.volume_size) for m in masks) if v is not None]
     if not vols:
         raise ValueError("MaskVAE3D needs at least one seed subject with a non-empty mask")
+    torch.manual_seed(seed)  # weight init: never depend on what ran before in this process
     trainer = MaskVAETrainer(MaskVAE3D(cfg), torch.from_numpy(np.stack(vols)), seed=seed)
     losses = trainer.train(on_epoch=_resume(trainer, cache, key, cfg.epochs))
     return {"ema": trainer.ema.module.state_dict()}, {
@@ -151,6 +152,7 @@ def train_mask_vae(
 def train_diffusion(
     cfg: DiffusionConfig, data: SliceSet, seed: int, cache: StageCache, key: StageKey
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    torch.manual_seed(seed)  # weight init: never depend on what ran before in this process
     model = ConditionalDiffusion(cfg)
     trainer = DiffusionTrainer(model, DiffusionBatch(data.image, data.mask, data.neighbours), seed=seed)
     losses = trainer.train(on_step=_resume(trainer, cache, key, cfg.train_steps))

@@ -20,7 +20,6 @@ half-written cohort, and an existing folder is never overwritten.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from salient.platform.cohort.preprocess import PreprocessedSubject
 from salient.platform.errors import PlatformError
+from salient.platform.privacy import subject_token
 from salient.platform.stage_cache import CODE_VERSION, StageCache, StageKey
 from salient.platform.stages import (
     GeneratorRecord,
@@ -220,7 +220,7 @@ def synthesize_cohort(
                     "mask": f"masks/{subject}.nii.gz",
                     "label": 1,
                     "condition_mask": f"masks/{subject}_condition.nii.gz",
-                    "host_sha256": hashlib.sha256(host.subject.encode()).hexdigest()[:16],
+                    "host_sha256": subject_token(host.subject),
                     "z_first": block.z0,
                     "z_slices": len(syn),
                     "mask_dice_vs_condition": f"{_dice(mask, cond):.4f}",

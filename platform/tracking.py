@@ -20,14 +20,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-__all__ = ["Tracker", "default_tracking_uri", "git_revision"]
+__all__ = ["TRACKING_ERRORS", "Tracker", "default_tracking_uri", "git_revision"]
 
 log = logging.getLogger(__name__)
 STUDY_KEY, TRIAL_KEY, PARENT = "salient.study_key", "salient.trial_key", "mlflow.parentRunId"
 _MAX_PARAM = 6000  # MLflow's limit on a param value
+#: What a tracking server that is down or restarting raises through the client.
+TRACKING_ERRORS: tuple[type[BaseException], ...] = (MlflowException, OSError, requests.RequestException)
 
 
 def default_tracking_uri(output_dir: Path) -> str:

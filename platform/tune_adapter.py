@@ -11,8 +11,9 @@
   the content-addressed stage cache, so a retried trial (``FailureConfig``) continues from the
   last finished stage and from the last checkpoint inside the interrupted one.
 * Actors are reused between trials (``reuse_actors``): a new trial skips the worker start and
-  the torch/MONAI imports (about 13 s of slot time per trial on the 2-core CI machine, see
-  benchmarks/orchestration_overhead.py). Per-process torch settings are applied per trial.
+  the torch/MONAI imports. On the demo study this cut the slot time spent outside trials from
+  104.9 s to 44.5 s (benchmarks/orchestration_overhead.py, 2-core CPU). Per-process torch
+  settings are applied at the start of every trial.
 * Resources: a trial asks for the largest CPU/GPU request among its stages (one trial runs all
   of its stages in one process). ``--address`` joins a running cluster; otherwise a local Ray is
   started with this machine's CPUs. On a multi-node cluster ``output_dir`` must be on a shared
@@ -37,6 +38,7 @@ from ray import tune
 from ray.tune import Callback, Checkpoint
 from salient.platform.artifacts import PREVIEW_FILE, sample_grid_png, write_preview
 from salient.platform.cohort.prepare import LoadedCohort
+from salient.platform.privacy import real_images_allowed, subject_tokens
 from salient.platform.stage_cache import StageCache
 from salient.platform.stages import StageEvent, configure_torch, plan_trial, run_trial
 from salient.platform.study.plan import Plan, TrialSpec
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 #: this names a file that does not exist yet (the file is created before failing).
 FAIL_ONCE_ENV = "SALIENT_FAIL_ONCE"
 RESULT_FILE = "trial_result.json"
+SPLIT_FILE = "split.json"  # subjects per role (hashed unless tracking.log_subject_ids)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class TrialOutcome:
     stages: list[dict[str, Any]]
     checkpoint_dir: str | None
     trial_seconds: float | None = None  # wall time of the trainable that produced the result
+    split: str | None = None  # fingerprint of the trial's subject split (same seeds -> same split)
 
 
 def make_sampler(name: str, seed: int) -> Any:
@@ -151,7 +155,14 @@ def _trainable(
         (Path(d) / RESULT_FILE).write_text(json.dumps(payload, indent=1, default=str))
         if result.preview is not None:  # the pool was loaded once, by run_trial
             sample_grid_png(result.preview, Path(d) / "samples.png")
-        write_preview(result, study.cohort.preprocessing.hu_window, Path(d) / PREVIEW_FILE)
+        write_preview(
+            result, study.cohort.preprocessing.hu_window, Path(d) / PREVIEW_FILE, real=real_images_allowed(study)
+        )
+        split = trial_plan.split
+        roles = ("seed_positive", "train_negative", "unlabeled", "test")
+        raw = study.tracking.log_subject_ids
+        ids = {role: subject_tokens(getattr(split, role), raw) for role in roles}
+        (Path(d) / SPLIT_FILE).write_text(json.dumps({"hashed": not raw, **ids}, indent=1))
         tune.report({**result.metrics, "stage": "done", "restored": False}, checkpoint=Checkpoint.from_directory(d))
 
 
@@ -169,6 +180,7 @@ def _outcome_from_checkpoint(path: str | None, cell: TrialSpec) -> TrialOutcome 
         saved["stages"],
         path,
         saved.get("trial_seconds"),
+        saved.get("split"),
     )
 
 
@@ -250,8 +262,8 @@ def run_with_tune(
     existing experiment of that name is restored (finished trials are not run again).
     """
     _init_ray(address)
-    res = [study.resources.for_stage(s) for s in ("mask_vae", "diffusion", "ucmt", "detector", "aggregator")]
-    cpus, gpus = max(r.cpus for r in res), max(r.gpus for r in res)
+    per_trial = study.resources.per_trial()
+    cpus, gpus = per_trial.cpus, per_trial.gpus
     pool_dose = max([float(t.params.get("dose", 0.0)) for t in plan.trials] + [0.0])
     storage = (output_dir / "ray_results").resolve()
     trainable = tune.with_resources(
@@ -350,3 +362,4 @@ def _fit_groups(
                 n_before = sum(o.trial_id.startswith(cell.trial_id) for o in outcomes)
                 outcome = dataclasses.replace(outcome, trial_id=f"{cell.trial_id}-{n_before}")
             outcomes.append(outcome)
+

@@ -33,6 +33,8 @@ __all__ = [
     "StagesSpec",
     "Study",
     "TrackingSpec",
+    "TuningSpec",
+    "TuningWeights",
 ]
 
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "nsga2")
@@ -211,11 +213,56 @@ class ResourceSpec(Frozen):
     def for_stage(self, stage: str) -> StageResources:
         return self.stages.get(stage, StageResources(cpus=self.cpus, gpus=self.gpus))  # type: ignore[call-overload]
 
+    def per_trial(self) -> StageResources:
+        """What one trial asks for: it runs all its stages in one process, so the largest request."""
+        res = [self.for_stage(s) for s in ("mask_vae", "diffusion", "ucmt", "detector", "aggregator")]
+        return StageResources(cpus=max(r.cpus for r in res), gpus=max(r.gpus for r in res))
+
 
 class TrackingSpec(Frozen):
     uri: str | None = Field(None, description="MLflow tracking URI; default: embedded SQLite store")
     experiment: str | None = None
-    log_subject_ids: bool = Field(False, description="log raw subject ids / paths (default: hashed)")
+    log_subject_ids: bool = Field(
+        False, description="log raw subject ids and the manifest path (default: sha256 ids, file name only)"
+    )
+    log_real_images: bool = Field(
+        False, description="log real lesion slices of a manifest cohort in trial previews (phantom: always)"
+    )
+
+
+class TuningWeights(Frozen):
+    """Weights of the guidance-tuning score (see :class:`TuningSpec`)."""
+
+    mask_dice: float = Field(1.0, ge=0)
+    frechet: float = Field(0.5, ge=0)
+    band_energy: float = Field(0.5, ge=0)
+    cost: float = Field(0.25, ge=0)
+
+
+class TuningSpec(Frozen):
+    """Guidance auto-tuning (``kind: guidance_tuning``): held-out slices, early stopping, scalarisation.
+
+    Each configuration is first scored on ``first_rung_slices`` held-out lesion slices; only the
+    better half (ASHA, reduction factor 2) continues to all ``eval_slices``. The single pick
+    maximises ``score = weights.mask_dice * Dice - weights.frechet * FD / FD0
+    - weights.band_energy * B / B0 - weights.cost * NFE / NFE0`` where 0 marks the default
+    guidance on the same slices; the Pareto front over (Dice up, FD down, B down, NFE down) is
+    reported alongside.
+    """
+
+    held_out_fraction: float = Field(0.34, gt=0, lt=1, description="positives held out from generator training")
+    eval_slices: int = Field(24, ge=2, description="held-out lesion slices a surviving configuration is scored on")
+    first_rung_slices: int = Field(6, ge=1, description="slices every configuration is scored on first")
+    weights: TuningWeights = TuningWeights()
+    sampling_seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TuningSpec:
+        if self.first_rung_slices >= self.eval_slices:
+            raise ValueError(
+                f"first_rung_slices ({self.first_rung_slices}) must be smaller than eval_slices ({self.eval_slices})"
+            )
+        return self
 
 
 class RayClusterSpec(Frozen):
@@ -226,9 +273,11 @@ class Study(Frozen):
     """A validated study: everything `platform run` needs, with the search space resolved."""
 
     name: str
+    kind: Literal["dose_response", "guidance_tuning"] = "dose_response"
     description: str = ""
     seed: int = 0
     source_file: Path | None = None
+    guidance_profile: Path | None = None  # resolved from ``guidance: {profile: PATH}``
     cohort: CohortSpec = CohortSpec()
     stages: StagesSpec = StagesSpec()
     search_space: dict[str, ParamSpec] = {}
@@ -238,6 +287,7 @@ class Study(Frozen):
     resources: ResourceSpec = ResourceSpec()
     tracking: TrackingSpec = TrackingSpec()
     ray: RayClusterSpec = RayClusterSpec()
+    tuning: TuningSpec = TuningSpec()
     output_dir: Path = Path("salient_runs")
 
     @field_validator("name")

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -129,7 +130,13 @@ def test_tiny_study_end_to_end_then_rerun_trains_nothing(finished_study: tuple[P
     assert 0.0 <= float(df["metrics.auprc_p0.25"].iloc[0]) <= 1.0
     assert float(df["metrics.n_synthetic"].iloc[0]) > 0  # dose 1 trained on synthetic pairs
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(df["run_id"].iloc[0])}
-    assert {"trial_result.json", "samples.png"} <= artifacts
+    assert {"trial_result.json", "samples.png", "preview.npz", "split.json"} <= artifacts
+    split = json.loads(
+        Path(
+            mlflow.MlflowClient(uri).download_artifacts(df["run_id"].iloc[0], "split.json", str(study.parent))
+        ).read_text()
+    )
+    assert split["hashed"] and len(split["test"]) > 0 and not any("phantom_" in s for s in split["test"])
     assert any(a.path == "study.resolved.yaml" for a in mlflow.MlflowClient(uri).list_artifacts(parents[0].info.run_id))
     # Second run: every stage is reused, nothing is trained or logged twice.
     second = _platform("run", str(study))
@@ -197,9 +204,9 @@ def test_a_failing_trial_without_retries_fails_the_run_clearly(tmp_path: Path) -
 
 
 @pytest.mark.skipif(shutil.which("mlflow") is None, reason="mlflow CLI not on PATH")
-def test_study_against_a_real_mlflow_server(tmp_path: Path) -> None:
-    port = _free_port()
-    server = subprocess.Popen(
+def _mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """``mlflow server`` on 127.0.0.1:port over a SQLite store in tmp_path (same store on restart)."""
+    return subprocess.Popen(
         [
             "mlflow",
             "server",
@@ -218,6 +225,17 @@ def test_study_against_a_real_mlflow_server(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_study_against_a_real_mlflow_server(tmp_path: Path) -> None:
+    port = _free_port()
+    server = _mlflow_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
     try:
         _wait_for_port(port, server, "mlflow server", timeout=90)
@@ -227,8 +245,52 @@ def test_study_against_a_real_mlflow_server(tmp_path: Path) -> None:
         assert len(parents) == 1 and len(children) == N_TRIALS
         assert not (tmp_path / "out" / "mlflow.db").exists()  # nothing went to the embedded store
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        _stop(server)
+
+
+def test_mlflow_server_restarted_mid_study_loses_nothing(tmp_path: Path) -> None:
+    """The server dies after the study run is created; trials finish while it is down; it comes
+    back: every trial is logged once, and the run says what happened."""
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _mlflow_server(tmp_path, port)
+    lines: list[str] = []
+    driver: subprocess.Popen[str] | None = None
+    try:
+        _wait_for_port(port, server, "mlflow server", timeout=90)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "salient.platform.cli", "run", str(_write_study(tmp_path)), "--tracking-uri", uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "SALIENT_MLFLOW_WAIT_S": "300", "COLUMNS": "200"},
+        )
+        reader = threading.Thread(target=lambda: lines.extend(driver.stdout or []), daemon=True)
+        reader.start()
+        deadline = time.time() + 180
+        while not (tmp_path / "out" / "ray_results").exists():  # the study run exists, trials are starting
+            assert driver.poll() is None and time.time() < deadline, "".join(lines)
+            time.sleep(0.2)
+        _stop(server)
+        deadline = time.time() + 300
+        while not any("MLflow unavailable" in ln for ln in lines):  # a trial finished with no server
+            assert driver.poll() is None and time.time() < deadline, "".join(lines)
+            time.sleep(0.5)
+        server = _mlflow_server(tmp_path, port)  # same store, same port
+        _wait_for_port(port, server, "restarted mlflow server", timeout=90)
+        assert driver.wait(timeout=400) == 0, "".join(lines)
+        reader.join(timeout=10)
+        out = "".join(lines)
+        assert "MLflow is back" in out and "is kept" in out
+        parents, children = _runs(uri)
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        assert len(children) == N_TRIALS and all(c.info.status == "FINISHED" for c in children)
+        assert len({c.data.tags["salient.trial_key"] for c in children}) == N_TRIALS  # none twice
+        assert (tmp_path / "out" / "results.csv").is_file()
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+        _stop(server)
 
 
 @pytest.mark.skipif(shutil.which("ray") is None, reason="ray CLI not on PATH")
