@@ -24,6 +24,7 @@ __all__ = [
     "optimal_dose_figure",
     "optimisation_history_figure",
     "param_importance_figure",
+    "pareto_figure",
     "realism_figure",
     "saliency_figure",
 ]
@@ -397,4 +398,34 @@ def param_importance_figure(results: pd.DataFrame, objective: str, params: Seque
     names = list(importance)[::-1]
     fig = go.Figure(go.Bar(x=[importance[n] for n in names], y=names, orientation="h", name="importance"))
     fig.update_layout(title=f"parameter importance for {objective} (fANOVA)", xaxis_title="importance")
+    return fig
+
+
+def pareto_figure(results: pd.DataFrame, x: str = "frechet_distance", y: str = "mask_dice") -> go.Figure:
+    """Guidance tuning: every configuration's realism (x, lower is better) vs mask fidelity (y,
+    higher is better); marker size grows with sampling cost (``nfe``); the 2-D Pareto front of
+    (x down, y up) is drawn as a line."""
+    if x not in results.columns or y not in results.columns:
+        return _empty("Pareto front", f"needs {x} and {y}")
+    rows = results.dropna(subset=[x, y]).sort_values(x)
+    cost = rows["nfe"].astype(float) if "nfe" in rows.columns else pd.Series(30.0, index=rows.index)
+    front, best = [], -np.inf
+    for idx, r in rows.iterrows():
+        if float(r[y]) > best:
+            front.append(idx)
+            best = float(r[y])
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=rows[x],
+                y=rows[y],
+                mode="markers",
+                marker={"size": 6 + 14 * cost / max(float(cost.max()), 1.0)},
+                text=rows["trial"] if "trial" in rows.columns else None,
+                name="configurations",
+            ),
+            go.Scatter(x=rows.loc[front, x], y=rows.loc[front, y], mode="lines", name="Pareto front"),
+        ]
+    )
+    fig.update_layout(title=f"guidance tuning: {y} vs {x} (marker size: sampling cost)", xaxis_title=x, yaxis_title=y)
     return fig

@@ -91,11 +91,15 @@ def build_view(
         gains = tvr_gains(results)
         if not gains.empty:
             view.tables["AUPRC by tumour-volume ratio (delta vs 0x)"] = gains.round(4)
+    tuning = {"mask_dice", "frechet_distance"} <= set(results.columns)  # a guidance-tuning search
+    if tuning:
+        view.figures["pareto"] = figures.pareto_figure(results)
     else:
-        view.notes.append("no dose axis or prevalence metrics: dose-response curves are not drawn")
-    view.figures["realism"] = figures.realism_figure(results)
-    view.figures["band-energy"] = figures.band_energy_figure(results)
-    view.figures["saliency"] = figures.saliency_figure(results)
+        if not has_curves:
+            view.notes.append("no dose axis or prevalence metrics: dose-response curves are not drawn")
+        view.figures["realism"] = figures.realism_figure(results)
+        view.figures["band-energy"] = figures.band_energy_figure(results)
+        view.figures["saliency"] = figures.saliency_figure(results)
     panels = _gallery(preview)
     if panels:
         view.figures["gallery"] = figures.gallery_figure(panels)

@@ -55,6 +55,13 @@ def _print_plan(console: Console, study_path: str) -> int:
             + ": "
             + ", ".join(f"{n} ~ {s.kind}{list(s.candidate_values())}" for n, s in plan.sampled.items())
         )
+    if study.kind == "guidance_tuning":
+        t = study.tuning
+        console.print(
+            f"[bold]{study.sampler.n_trials} guidance configurations[/] (platform tune-guidance), each scored on "
+            f"{t.first_rung_slices} held-out lesion slices first and, if in the better half, on {t.eval_slices}"
+        )
+        return EXIT_OK
     console.print(f"prevalences (evaluation only): {list(plan.prevalences)}")
     console.print(
         f"[bold]{plan.n_trials} trials[/] = detector trainings; {plan.n_generators} generator pool(s); "
@@ -157,6 +164,43 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     tmp.write_text(render_report(view, f"SALIENT study {study.name}", meta), encoding="utf-8")
     tmp.replace(out)  # a reader never sees half a report
     console.print(f"wrote {out} ({len(view.figures)} figures, {len(view.tables)} tables, {len(results)} trials)")
+    return EXIT_OK
+
+
+def _cmd_tune_guidance(args: argparse.Namespace, console: Console) -> int:
+    from salient.platform.guidance_tuning import run_guidance_tuning
+
+    result = run_guidance_tuning(
+        args.study,
+        args.output,
+        cohort_path=args.cohort,
+        generator=args.generator,
+        n_trials=args.trials,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        console=console,
+    )
+    table = Table(title="guidance: default vs chosen (held-out slices)")
+    for col in ("", "default", "chosen"):
+        table.add_column(col)
+    d, c = result.default, result.chosen
+    for name, fmt in (
+        ("score", "{:.4f}"),
+        ("mask_dice", "{:.3f}"),
+        ("frechet_distance", "{:.4g}"),
+        ("band_energy_distance", "{:.4g}"),
+        ("nfe", "{:.0f}"),
+    ):
+        table.add_row(name, fmt.format(d["objectives"][name]), fmt.format(c["objectives"][name]))
+    for name in c["guidance"]:
+        table.add_row(f"guidance.{name}", str(d["guidance"][name]), str(c["guidance"][name]))
+    console.print(table)
+    n_early = sum(r["stopped_early"] for r in result.rows)
+    console.print(
+        f"{len(result.rows)} configurations, {n_early} stopped early; Pareto front: {len(result.front)}; "
+        f"profile -> {result.profile} (use it in a study: guidance: {{profile: {result.profile}}}); "
+        f"MLflow run {result.parent_run_id}"
+    )
     return EXIT_OK
 
 
@@ -277,6 +321,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="REPORT_HTML")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's embedded store)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "tune-guidance",
+        help="tune the structured guidance of a generator for a cohort",
+        description="Search s_mask, the s_nei(t) schedule and the sampling steps on the cohort's held-out lesion "
+        "slices (mask Dice, Frechet and band-energy distance, sampling cost), with early stopping; write a "
+        "guidance profile that studies reference with 'guidance: {profile: PATH}'.",
+    )
+    p.add_argument("--cohort", metavar="DIR_OR_MANIFEST", help="the cohort to tune for (default: the study's)")
+    p.add_argument(
+        "--generator",
+        metavar="RUN_OR_PATH",
+        help="a trained generator (trial run id or pool folder); default: train one on the cohort",
+    )
+    p.add_argument("--trials", type=int, help="configurations to try (default: the study's sampler.n_trials)")
+    p.add_argument(
+        "--study", default="studies/guidance_autotune.yaml", help="tuning study file (kind: guidance_tuning)"
+    )
+    p.add_argument("-o", "--output", default="guidance_profile.yaml", metavar="PROFILE_YAML")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's embedded store)")
+    p.add_argument("--address", help="join a Ray cluster: 'auto' or HOST:PORT")
+    p.set_defaults(func=_cmd_tune_guidance)
 
     cohort = sub.add_parser("cohort", help="cohort tools", description="Create or check cohorts.")
     csub = cohort.add_subparsers(dest="cohort_command", required=True, metavar="ACTION")

@@ -423,13 +423,14 @@ class GeneratorRecord:
     cohort: dict[str, Any]
     hosts: list[str]
     extents: list[list[int]]
+    trained_on: list[str] = dataclasses.field(default_factory=list)  # the labeled seed (positives)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GeneratorRecord:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 # -- the trial --------------------------------------------------------------------------------
@@ -588,6 +589,7 @@ def run_trial(
                 cohort=study.cohort.model_dump(mode="json"),
                 hosts=[h.subject for h in hosts],
                 extents=[list(e) for e in extents],
+                trained_on=list(split.seed_positive),
             ).to_json()
             return pool, meta
 

@@ -44,7 +44,7 @@ from salient.platform.stages import StageEvent, configure_torch, plan_trial, run
 from salient.platform.study.plan import Plan, TrialSpec
 from salient.platform.study.schema import ParamSpec, Study
 
-__all__ = ["FAIL_ONCE_ENV", "TrialOutcome", "make_sampler", "run_with_tune"]
+__all__ = ["FAIL_ONCE_ENV", "TrialOutcome", "make_sampler", "run_guidance_search", "run_with_tune"]
 
 log = logging.getLogger(__name__)
 #: Test hook (fault-injection tests only): a trial fails once, after its detector stage, when
@@ -363,3 +363,89 @@ def _fit_groups(
                 outcome = dataclasses.replace(outcome, trial_id=f"{cell.trial_id}-{n_before}")
             outcomes.append(outcome)
 
+
+# -- guidance auto-tuning (salient.platform.guidance_tuning) ---------------------------------------
+
+
+def _guidance_trainable(config: dict[str, Any], setup: Any, cpus: int) -> None:
+    """One guidance configuration, scored rung by rung (ASHA stops the poor ones after rung 1)."""
+    from salient.platform.guidance_tuning import evaluate_guidance, guidance_from_values, score
+
+    configure_torch(cpus)
+    values = {k: v for k, v in config.items() if k != "trial_index"}
+    guidance = guidance_from_values(setup.diffusion_cfg.guidance, values)
+    for n in setup.rungs:
+        objectives = evaluate_guidance(setup, guidance, n)
+        tune.report({**objectives, "score": score(objectives, setup.baseline, setup.weights)})
+
+
+def run_guidance_search(
+    study: Study,
+    setup: Any,
+    n_trials: int,
+    experiment: str,
+    address: str | None,
+    on_result: Callable[[dict[str, Any]], None],
+) -> list[dict[str, Any]]:
+    """Search the study's guidance entries with its Optuna sampler through Ray Tune, with ASHA
+    early stopping over the evaluation rungs. Returns one row per trial: its values, its last
+    reported objectives and whether ASHA stopped it early."""
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    _init_ray(address)
+    cpus = max(1, int(study.resources.per_trial().cpus))
+    trainable = tune.with_resources(
+        tune.with_parameters(_guidance_trainable, setup=setup, cpus=cpus), {"cpu": cpus, "gpu": study.resources.gpus}
+    )
+    sampled = {k: v for k, v in study.search_space.items() if not v.is_grid}
+    fixed = {k: v.grid[0] for k, v in study.search_space.items() if v.is_grid and v.grid}
+    search = OptunaSearch(
+        space=_DefineByRun(TrialSpec(0, 0, fixed), sampled),
+        metric="score",
+        mode="max",
+        sampler=make_sampler(study.sampler.name, study.sampler.seed),
+    )
+    max_rungs = len(setup.rungs)
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration", max_t=max_rungs, grace_period=1, reduction_factor=2, metric="score", mode="max"
+    )
+    storage = (study.output_dir / "ray_results").resolve()
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=n_trials,
+            max_concurrent_trials=study.resources.max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(name=experiment, storage_path=str(storage), verbose=0),
+    )
+    grid = tuner.fit()
+    rows = []
+    for i in range(len(grid)):
+        result = grid[i]
+        if result.error is not None or not result.metrics:
+            log.warning("guidance trial %d failed: %r", i, result.error)
+            continue
+        values = {k: v for k, v in (result.config or {}).items() if k != "trial_index"}
+        row = {
+            "values": {**fixed, **values},
+            "objectives": {k: float(result.metrics[k]) for k in (*_OBJECTIVE_KEYS, "score") if k in result.metrics},
+            "stopped_early": int(result.metrics.get("training_iteration", 0)) < max_rungs,
+        }
+        rows.append(row)
+        on_result(row)
+    return rows
+
+
+_OBJECTIVE_KEYS = (
+    "mask_dice",
+    "frechet_distance",
+    "band_energy_distance",
+    "nfe",
+    "ms_ssim",
+    "sampling_seconds_per_slice",
+    "n_slices",
+)

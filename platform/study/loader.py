@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
-from salient.models.configs import STAGE_CONFIGS, stage_config
+from salient.models.configs import STAGE_CONFIGS, GuidanceConfig, stage_config
 from salient.platform.errors import Issue, StudyError
 from salient.platform.study.schema import ParamSpec, StagesSpec, Study
 
@@ -85,8 +85,10 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def _stage_dicts(raw: Any, file: str, issues: list[Issue]) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Merge the preset with the study's per-stage overrides (still as plain dicts)."""
+def _stage_dicts(
+    raw: Any, file: str, issues: list[Issue], profile_guidance: dict[str, Any] | None = None
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Merge the preset, a guidance profile and the study's per-stage overrides (plain dicts)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -105,8 +107,52 @@ def _stage_dicts(raw: Any, file: str, issues: list[Issue]) -> tuple[str, dict[st
         if not isinstance(override, dict):
             issues.append(Issue(file, f"stages.{stage}", override, "must be a mapping of settings"))
             override = {}
-        merged[stage] = _deep_merge(dataclasses.asdict(stage_config(stage, preset)), override)
+        base = dataclasses.asdict(stage_config(stage, preset))
+        if stage == "diffusion" and profile_guidance:
+            base = _deep_merge(base, {"guidance": profile_guidance})
+        merged[stage] = _deep_merge(base, override)
     return preset, merged
+
+
+GUIDANCE_FIELDS = tuple(f.name for f in dataclasses.fields(GuidanceConfig))
+
+
+def read_guidance_profile(raw: Any, study_file: Path, issues: list[Issue]) -> tuple[Path | None, dict[str, Any]]:
+    """``guidance: {profile: PATH}`` -> (profile path, its validated guidance values).
+
+    A profile is what ``platform tune-guidance`` writes: a mapping with a ``guidance`` mapping of
+    :class:`~salient.models.configs.GuidanceConfig` fields (plus objectives and provenance).
+    """
+    if raw is None:
+        return None, {}
+    if not isinstance(raw, dict) or set(raw) != {"profile"} or not isinstance(raw["profile"], str):
+        issues.append(Issue(str(study_file), "guidance", raw, "must be {profile: PATH} (a guidance profile YAML)"))
+        return None, {}
+    path = _resolve_file(raw["profile"], study_file)
+    if path is None:
+        issues.append(Issue(str(study_file), "guidance.profile", raw["profile"], "profile file not found"))
+        return None, {}
+    try:
+        data = read_yaml(path)
+    except StudyError as exc:
+        issues.extend(exc.issues)
+        return None, {}
+    values = data.get("guidance") if isinstance(data, dict) else None
+    if not isinstance(values, dict):
+        issues.append(Issue(str(path), "guidance", values, "a guidance profile needs a 'guidance' mapping of values"))
+        return None, {}
+    unknown = sorted(k for k in values if k not in GUIDANCE_FIELDS)
+    if unknown:
+        issues.append(
+            Issue(str(path), "guidance", unknown, f"unknown guidance setting(s); known: {list(GUIDANCE_FIELDS)}")
+        )
+        return None, {}
+    try:
+        TypeAdapter(GuidanceConfig).validate_python({**dataclasses.asdict(GuidanceConfig()), **values})
+    except ValidationError as exc:
+        issues.extend(_pydantic_issues(exc, str(path), "guidance", values))
+        return None, {}
+    return path.resolve(), dict(values)
 
 
 def split_param_path(name: str) -> tuple[str, list[tuple[str, int | None]]]:
@@ -194,6 +240,27 @@ def load_search_space(raw: Any, study_file: Path, issues: list[Issue]) -> dict[s
             except ValidationError as exc:
                 issues.extend(_pydantic_issues(exc, file, path_str, entry))
     return entries
+
+
+def _check_tuning_space(entries: dict[str, tuple[ParamSpec, str, str]], file: str, issues: list[Issue]) -> None:
+    """A guidance-tuning study searches sampling guidance only."""
+    for name, (_spec, where_file, base) in entries.items():
+        if name in RESERVED_AXES:
+            issues.append(
+                Issue(where_file, base, name, "a guidance_tuning study has no dose, seed_size or prevalence axis")
+            )
+        elif not name.startswith("diffusion.guidance."):
+            issues.append(
+                Issue(
+                    where_file,
+                    base,
+                    name,
+                    "a guidance_tuning study searches diffusion.guidance.* only (loss weights need a retrained "
+                    "generator per value: search them in a dose study, see search_spaces/wavelet_bands.yaml)",
+                )
+            )
+    if not any(not spec.is_grid for spec, _, _ in entries.values()):
+        issues.append(Issue(file, "search_space", sorted(entries), "a guidance_tuning study needs sampled entries"))
 
 
 def _count_positives(manifest: Path) -> int | None:
@@ -294,7 +361,8 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(raw, dict):
         raise StudyError.single(file, "", raw, "a study file must be a mapping of settings")
     issues: list[Issue] = []
-    preset, stage_dicts = _stage_dicts(raw.get("stages"), file, issues)
+    profile_path, profile_guidance = read_guidance_profile(raw.get("guidance"), path, issues)
+    preset, stage_dicts = _stage_dicts(raw.get("stages"), file, issues, profile_guidance)
 
     stages: StagesSpec | None = None
     resolved: dict[str, Any] = {"preset": preset}
@@ -306,10 +374,10 @@ def load_study(path: str | Path) -> Study:
     if len(resolved) == len(STAGE_CONFIGS) + 1:
         stages = StagesSpec(**resolved)
 
-    rest = {k: v for k, v in raw.items() if k not in ("stages", "search_space")}
+    rest = {k: v for k, v in raw.items() if k not in ("stages", "search_space", "guidance")}
     study: Study | None = None
     try:
-        study = Study.model_validate({**rest, "source_file": path})
+        study = Study.model_validate({**rest, "source_file": path, "guidance_profile": profile_path})
     except ValidationError as exc:
         issues.extend(_pydantic_issues(exc, file, "", rest))
 
@@ -327,7 +395,9 @@ def load_study(path: str | Path) -> Study:
                     Issue(file, "cohort.manifest", str(cohort.manifest), f"manifest not readable at {manifest}")
                 )
     _check_space(entries, stage_dicts, n_positive, issues)
-    if "seed_size" not in entries:
+    if raw.get("kind") == "guidance_tuning":
+        _check_tuning_space(entries, file, issues)
+    elif "seed_size" not in entries:
         issues.append(
             Issue(
                 file,

@@ -97,3 +97,25 @@ def test_view_and_report_hold_every_figure_and_table() -> None:
     assert "<title>study &lt;x&gt;</title>" in html
     outside_bundle = html.replace(get_plotlyjs(), "")
     assert get_plotlyjs() in html and not re.search(r"<script[^>]*\bsrc=", outside_bundle)  # inline: offline
+
+
+def test_a_guidance_tuning_search_shows_pareto_history_and_importance() -> None:
+    rng = np.random.default_rng(1)
+    s_mask = rng.uniform(0.5, 4.0, 10)
+    res = pd.DataFrame(
+        {
+            "trial": [f"guidance-{i:03d}" for i in range(10)],
+            "diffusion.guidance.s_mask": s_mask,
+            "diffusion.guidance.sampling_steps": rng.choice([5, 10, 20], 10),
+            "mask_dice": 0.5 + 0.05 * s_mask,
+            "frechet_distance": 10 - s_mask,
+            "nfe": 30.0,
+            "score": 0.1 * s_mask,
+        }
+    )
+    res.attrs["params"] = ["diffusion.guidance.s_mask", "diffusion.guidance.sampling_steps"]
+    view = build_view(res, {"objective": "score", "mode": "max"})
+    assert list(view.figures) == ["pareto", "history", "importance"]
+    front = view.figures["pareto"].data[1]
+    assert list(front.x) == sorted(front.x) and np.all(np.diff(front.y) > 0)
+    assert view.notes == []
