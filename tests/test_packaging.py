@@ -48,3 +48,18 @@ def test_models_do_not_import_platform_ray_or_mlflow() -> None:
             )
             for name in names:
                 assert not any(name == b or name.startswith(b + ".") for b in banned), (path.name, name)
+
+
+def test_dashboards_do_not_import_platform_ray_or_mlflow() -> None:
+    # Results in, figures out: the dashboards read through the ResultsSource protocol.
+    banned = ("mlflow", "ray", "salient.platform")
+    for path in sorted((REPO / "dashboards").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert not any(name == b or name.startswith(b + ".") for b in banned), (path.name, name)

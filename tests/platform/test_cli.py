@@ -12,7 +12,22 @@ from salient.platform.cli import main
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["validate"], ["cohort"], ["cohort", "phantom"], ["cohort", "check"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["run"],
+        ["validate"],
+        ["status"],
+        ["synth"],
+        ["dashboard"],
+        ["report"],
+        ["tune-guidance"],
+        ["cohort"],
+        ["cohort", "phantom"],
+        ["cohort", "check"],
+    ],
+)
 def test_help_on_every_command(args: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([*args, "--help"])
@@ -63,3 +78,44 @@ def test_cohort_phantom_then_check(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_cohort_phantom_bad_settings_exit_2(tmp_path: Path) -> None:
     assert main(["cohort", "phantom", str(tmp_path), "--subjects", "4", "--positives", "9"]) == 2
     assert main(["cohort", "check", str(tmp_path / "missing")]) == 2
+
+
+def _tiny_study(tmp_path: Path, output_dir: Path) -> Path:
+    text = (
+        (REPO / "studies" / "dose_response.yaml")
+        .read_text()
+        .replace("output_dir: salient_runs", f"output_dir: {output_dir}")
+    )
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        text.replace("search_space: search_spaces/dose.yaml", f"search_space: {REPO / 'search_spaces' / 'dose.yaml'}")
+    )
+    return path
+
+
+def test_unwritable_output_dir_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["run", str(_tiny_study(tmp_path, blocker / "out"))]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_nearly_full_disk_fails_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import salient.platform.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 2**20, 2**20))
+    out = tmp_path / "out"
+    assert main(["run", str(_tiny_study(tmp_path, out))]) == 2
+    assert "has only 1 MiB free" in capsys.readouterr().err
+    assert not (out / "mlflow.db").exists() and not (out / "cohorts").exists()
+
+
+def test_dashboard_without_a_tracking_store_says_how_to_name_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["dashboard"]) == 2
+    assert "--tracking-uri" in capsys.readouterr().err
