@@ -31,6 +31,7 @@ __all__ = [
 
 BAND = "rgba(31, 119, 180, 0.18)"
 LINE = "#1f77b4"
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
 def _seeds(frame: pd.DataFrame) -> list[object]:
@@ -69,6 +70,7 @@ def dose_response_figure(results: pd.DataFrame, metric: str = "auprc") -> go.Fig
                 go.Scatter(
                     x=band_x,
                     y=band_y,
+                    mode="lines",
                     fill="toself",
                     fillcolor=BAND,
                     line={"width": 0},
@@ -209,6 +211,7 @@ def auprc_auroc_figure(results: pd.DataFrame) -> go.Figure:
     titles = [f"AUPRC @ {p:g}" for p in prevs] + (["AUROC"] if "auroc" in results.columns else [])
     fig = make_subplots(rows=1, cols=len(cols), subplot_titles=titles)
     frame = results.assign(seed_size=results["seed_size"] if "seed_size" in results.columns else "all")
+    colours = {seed: PALETTE[k % len(PALETTE)] for k, seed in enumerate(_seeds(frame))}  # one colour per seed size
     for j, col in enumerate(cols, start=1):
         for seed in _seeds(frame):
             g = frame[frame["seed_size"] == seed].groupby("dose", as_index=False)[col].mean()
@@ -218,6 +221,7 @@ def auprc_auroc_figure(results: pd.DataFrame) -> go.Figure:
                     y=g[col],
                     mode="lines+markers",
                     name=f"{titles[j - 1]} (seed {seed})",
+                    line={"color": colours[seed]},
                     legendgroup=str(seed),
                     showlegend=j == 1,
                 ),

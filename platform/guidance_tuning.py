@@ -359,24 +359,25 @@ def run_guidance_tuning(
     study = load_study(study_path)
     if study.kind != "guidance_tuning":
         raise PlatformError(f"{study_path}: kind must be guidance_tuning for tune-guidance, got {study.kind!r}")
+    trials = n_trials if n_trials is not None else study.sampler.n_trials
+    if trials < 1:
+        raise PlatformError(f"--trials must be at least 1, got {trials}")
+    source = resolve_generator(generator, tracking_uri) if generator else None
+    # A given generator sees slices preprocessed the way it was trained.
+    preprocessing = (
+        CohortSpec.model_validate(source.record.cohort).preprocessing if source else study.cohort.preprocessing
+    )
     if cohort_path is not None:
         manifest = Path(cohort_path)
         manifest = manifest / "labels.csv" if manifest.is_dir() else manifest
         if not manifest.is_file():
             raise PlatformError(f"--cohort {cohort_path}: no labels.csv manifest there")
-        study = study.model_copy(
-            update={
-                "cohort": CohortSpec(
-                    source="manifest", manifest=manifest.resolve(), preprocessing=study.cohort.preprocessing
-                )
-            }
-        )
-    trials = n_trials if n_trials is not None else study.sampler.n_trials
-    if trials < 1:
-        raise PlatformError(f"--trials must be at least 1, got {trials}")
+        cohort_spec = CohortSpec(source="manifest", manifest=manifest.resolve(), preprocessing=preprocessing)
+    else:
+        cohort_spec = study.cohort.model_copy(update={"preprocessing": preprocessing})
+    study = study.model_copy(update={"cohort": cohort_spec})
     if (problem := output_dir_problem(study.output_dir)) is not None:
         raise PlatformError(problem)
-    source = resolve_generator(generator, tracking_uri) if generator else None
     cohort = load_cohort(study.cohort, study.output_dir, progress=True)
     cache = StageCache(study.output_dir / "stage_cache")
     console.print("preparing: held-out slices and generator" + (" (training it)" if source is None else ""))

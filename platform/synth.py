@@ -27,7 +27,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -129,7 +128,9 @@ def _to_hu(x: np.ndarray, prep: PreprocessSpec) -> np.ndarray:
     return ((np.clip(x, -1.0, 1.0) + 1.0) / 2.0 * (high - low) + low).astype(np.float32)
 
 
-def _hosts(source: GeneratorSource, cohort: Path | None, progress: bool) -> tuple[list[PreprocessedSubject], Any]:
+def _hosts(
+    source: GeneratorSource, cohort: Path | None, progress: bool
+) -> tuple[list[PreprocessedSubject], PreprocessSpec]:
     from salient.platform.cohort.prepare import load_cohort
 
     spec = CohortSpec.model_validate(source.record.cohort)

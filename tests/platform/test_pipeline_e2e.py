@@ -403,3 +403,41 @@ def test_report_of_a_finished_study_is_one_offline_html_file(finished_study: tup
     never_ran = _write_study(tmp_path, name="never_ran")
     missing = _platform("report", str(never_ran), "-o", str(tmp_path / "none.html"))
     assert missing.returncode == 2 and "run it first" in missing.stderr and not (tmp_path / "none.html").exists()
+
+
+def test_tune_guidance_with_a_trained_generator(finished_study: tuple[Path, str], tmp_path: Path) -> None:
+    _, uri = finished_study
+    _, children = _runs(uri)
+    dosed = next(c for c in children if float(c.data.params["dose"]) > 0)
+    tuning = {
+        "name": "tune_tiny",
+        "kind": "guidance_tuning",
+        "cohort": TINY_STUDY["cohort"],  # the generator's own cohort: its seed subjects are not held out
+        "search_space": {
+            "diffusion.guidance.s_mask": {"uniform": [0.5, 3.0]},
+            "diffusion.guidance.sampling_steps": {"int": [2, 4]},
+        },
+        "sampler": {"name": "random", "n_trials": 3, "seed": 0},
+        "tuning": {"eval_slices": 6, "first_rung_slices": 2},
+        "resources": {"cpus": 1, "max_concurrent": 1},
+        "output_dir": str(tmp_path / "out"),
+    }
+    study = tmp_path / "tune.yaml"
+    study.write_text(yaml.safe_dump(tuning))
+    profile = tmp_path / "profile.yaml"
+    done = _platform(
+        "tune-guidance",
+        "--study",
+        str(study),
+        "--generator",
+        dosed.info.run_id,
+        "--tracking-uri",
+        uri,
+        "-o",
+        str(profile),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "default vs chosen" in done.stdout and "profile ->" in done.stdout
+    written = yaml.safe_load(profile.read_text())
+    assert written["generator"].endswith(dosed.data.params["stage_key.pool"])
+    assert written["held_out_slices"] >= 2 and written["trials"]["total"] == 3
