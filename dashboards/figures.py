@@ -324,6 +324,7 @@ def gallery_figure(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], per_row:
                         z=masks[k][::-1].astype(float),
                         showscale=False,
                         contours={"start": 0.5, "end": 0.5, "coloring": "lines"},
+                        colorscale=[[0.0, "red"], [1.0, "red"]],  # "lines" colouring ignores line.color
                         line={"color": "red", "width": 2},
                         name=f"{title} {k} mask",
                         hoverinfo="skip",

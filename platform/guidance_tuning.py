@@ -43,8 +43,9 @@ from salient.platform.errors import PlatformError
 from salient.platform.privacy import subject_tokens
 from salient.platform.slices import SliceSet, slice_set
 from salient.platform.stage_cache import StageCache, StageKey, stage_key
-from salient.platform.stages import derive_seed, train_diffusion, train_ucmt
+from salient.platform.stages import derive_seed, train_diffusion, train_ucmt, ucmt_labeled_slices
 from salient.platform.study.schema import Study, TuningWeights
+from salient.platform.synth import GeneratorSource
 
 __all__ = [
     "OBJECTIVES",
@@ -180,7 +181,7 @@ def prepare_tuning(
     study: Study,
     cohort: LoadedCohort,
     cache: StageCache,
-    generator: Any | None = None,
+    generator: GeneratorSource | None = None,
 ) -> tuple[TuningSetup, dict[str, Any]]:
     """Split the cohort, get (or train) the generator and pick the held-out slices.
 
@@ -246,8 +247,6 @@ def prepare_tuning(
 def _train_generator(
     study: Study, cohort: LoadedCohort, cache: StageCache, train: list[str]
 ) -> tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]:
-    from salient.platform.stages import _ucmt_labeled
-
     stages = study.stages
     base = {"cohort": cohort.fingerprint, "seed": study.seed, "purpose": "guidance-tuning"}
     train_set = slice_set(cohort.subjects, train, stages.diffusion.neighbour_offsets)
@@ -276,7 +275,7 @@ def _train_generator(
         ucmt_key,
         lambda: train_ucmt(
             stages.ucmt,
-            _ucmt_labeled(train_set, 0, study.seed),
+            ucmt_labeled_slices(train_set, 0, study.seed),
             unlabeled[: 8 * max(len(train_set), 16)],
             derive_seed(study.seed, "tuning-ucmt"),
             cache,

@@ -66,6 +66,7 @@ __all__ = [
     "plan_trial",
     "run_trial",
     "sample_blocks",
+    "ucmt_labeled_slices",
     "ucmt_labels",
 ]
 
@@ -552,7 +553,7 @@ def run_trial(
             "ucmt",
             lambda: train_ucmt(
                 stages.ucmt,
-                _ucmt_labeled(seed_set, repeat, study.seed),
+                ucmt_labeled_slices(seed_set, repeat, study.seed),
                 _ucmt_unlabeled(subjects, split, repeat, study.seed, 8 * max(trial.n_real_positive, 16)),
                 derive_seed(study.seed, repeat, "ucmt"),
                 cache,
@@ -661,7 +662,7 @@ def _all_train_positives(cohort: LoadedCohort, repeat: int, study: Study) -> int
     return len([s for s in probe.unlabeled if s not in marked_unlabeled])
 
 
-def _ucmt_labeled(seed_set: SliceSet, repeat: int, study_seed: int) -> SliceSet:
+def ucmt_labeled_slices(seed_set: SliceSet, repeat: int, study_seed: int) -> SliceSet:
     """Lesion slices of the seed plus as many lesion-free slices (so empty masks are learned too)."""
     lesion = torch.nonzero(seed_set.has_lesion).flatten()
     clear = torch.nonzero(~seed_set.has_lesion).flatten()

@@ -259,6 +259,16 @@ def _check_tuning_space(entries: dict[str, tuple[ParamSpec, str, str]], file: st
                     "generator per value: search them in a dose study, see search_spaces/wavelet_bands.yaml)",
                 )
             )
+    for name, (spec, where_file, base) in entries.items():
+        if spec.is_grid and len(spec.grid or ()) > 1:
+            issues.append(
+                Issue(
+                    where_file,
+                    f"{base}.grid",
+                    list(spec.grid or ()),
+                    f"a guidance_tuning study samples; fix {name} to one value or make it a choice entry",
+                )
+            )
     if not any(not spec.is_grid for spec, _, _ in entries.values()):
         issues.append(Issue(file, "search_space", sorted(entries), "a guidance_tuning study needs sampled entries"))
 

@@ -114,6 +114,7 @@ def test_a_tuning_study_searches_guidance_only(tmp_path: Path) -> None:
           dose: {grid: [0, 1]}
           diffusion.loss.lambda_sigma: {uniform: [0.1, 1.0]}
           diffusion.guidance.s_mask: {uniform: [0.5, 3.0]}
+          diffusion.guidance.sampling_steps: {grid: [5, 10]}
         sampler: {name: tpe}
         """
     )
@@ -123,6 +124,7 @@ def test_a_tuning_study_searches_guidance_only(tmp_path: Path) -> None:
     messages = [i.message for i in info.value.issues]
     assert any("no dose, seed_size or prevalence axis" in m for m in messages)
     assert any("diffusion.guidance.* only" in m for m in messages)
+    assert any("make it a choice entry" in m for m in messages)
     assert load_study(REPO / "studies" / "guidance_autotune.yaml").kind == "guidance_tuning"
 
 
