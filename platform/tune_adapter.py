@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -44,12 +45,14 @@ from salient.platform.stages import StageEvent, configure_torch, plan_trial, run
 from salient.platform.study.plan import Plan, TrialSpec
 from salient.platform.study.schema import ParamSpec, Study
 
-__all__ = ["FAIL_ONCE_ENV", "TrialOutcome", "make_sampler", "run_guidance_search", "run_with_tune"]
+__all__ = ["FAIL_MODE_ENV", "FAIL_ONCE_ENV", "TrialOutcome", "make_sampler", "run_guidance_search", "run_with_tune"]
 
 log = logging.getLogger(__name__)
 #: Test hook (fault-injection tests only): a trial fails once, after its detector stage, when
 #: this names a file that does not exist yet (the file is created before failing).
 FAIL_ONCE_ENV = "SALIENT_FAIL_ONCE"
+#: With FAIL_ONCE_ENV: "raise" (default) raises in the trial; "kill" SIGKILLs the trial's process.
+FAIL_MODE_ENV = "SALIENT_FAIL_MODE"
 RESULT_FILE = "trial_result.json"
 SPLIT_FILE = "split.json"  # subjects per role (hashed unless tracking.log_subject_ids)
 
@@ -137,6 +140,8 @@ def _trainable(
         fail_marker = os.environ.get(FAIL_ONCE_ENV)
         if event.stage == "detector" and fail_marker and not Path(fail_marker).exists():
             Path(fail_marker).write_text(f"failed {cell.trial_id} at {time.time()}\n")
+            if os.environ.get(FAIL_MODE_ENV) == "kill":  # like the OOM killer: no exception, no cleanup
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"injected failure after the detector stage ({FAIL_ONCE_ENV}={fail_marker})")
 
     trial_plan = plan_trial(study, params, cell.repeat, pool_dose, cohort)

@@ -180,14 +180,21 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path) -> None:
     assert len({c.data.tags["salient.trial_key"] for c in children}) == N_TRIALS
 
 
-def test_a_failing_trial_is_retried(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["raise", "kill"])
+def test_a_failing_trial_is_retried_from_its_finished_stages(tmp_path: Path, mode: str) -> None:
+    """``raise``: the trial raises after its detector stage; ``kill``: its worker process is
+    SIGKILLed there (no exception, no cleanup). Either way Tune retries it and the retry takes the
+    finished detector from the stage cache instead of training it again."""
     study = _write_study(tmp_path)
     marker = tmp_path / "failed-once"
-    result = _platform("run", str(study), env={"SALIENT_FAIL_ONCE": str(marker)})
+    result = _platform("run", str(study), env={"SALIENT_FAIL_ONCE": str(marker), "SALIENT_FAIL_MODE": mode})
     assert result.returncode == 0, result.stdout + result.stderr
     assert marker.exists(), "the injected failure never fired"
     _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     assert len(children) == N_TRIALS and all(c.info.status == "FINISHED" for c in children)
+    stages = [json.loads(c.data.tags["salient.stages"]) for c in children]
+    # without a failure no detector is ever reused (each trial has its own); the retried one is
+    assert any(s["stage"] == "detector" and s["reused"] for trial in stages for s in trial)
 
 
 def test_a_failing_trial_without_retries_fails_the_run_clearly(tmp_path: Path) -> None:
