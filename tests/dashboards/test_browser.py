@@ -7,6 +7,7 @@ needed the network (a CDN script) would fail here: the report is proven to work 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -24,7 +25,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
-from study_data import make_results
+from study_data import log_study, make_results
 
 pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -59,6 +60,13 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
         driver.quit()
 
 
+def _open(driver: webdriver.Chrome, url: str) -> None:
+    """Leave the previous page (whose server may be gone), drop its log, then open ``url``."""
+    driver.get("about:blank")
+    driver.get_log("browser")
+    driver.get(url)
+
+
 def _console_errors(driver: webdriver.Chrome) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -77,7 +85,7 @@ def test_report_renders_offline_without_console_errors(browser: webdriver.Chrome
     view = build_view(make_results())
     path = tmp_path / "report.html"
     path.write_text(render_report(view, "report under test"), encoding="utf-8")
-    browser.get(path.as_uri())
+    _open(browser, path.as_uri())
     WebDriverWait(browser, 30).until(lambda d: _rendered_graphs(d) >= len(view.figures))
     assert browser.title == "report under test"
     assert browser.execute_script("return typeof window.Plotly") == "object"
@@ -92,9 +100,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture()
-def dashboard(two_studies: tuple[str, str, str]) -> Iterator[str]:
-    uri = two_studies[0]
+@contextlib.contextmanager
+def _serve_dashboard(uri: str) -> Iterator[str]:
+    """``platform dashboard`` for ``uri`` on a free loopback port; yields its URL."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "salient.platform.cli", "dashboard", "--tracking-uri", uri, "--port", str(port)],
@@ -118,6 +126,12 @@ def dashboard(two_studies: tuple[str, str, str]) -> Iterator[str]:
         proc.wait(timeout=20)
 
 
+@pytest.fixture()
+def dashboard(two_studies: tuple[str, str, str]) -> Iterator[str]:
+    with _serve_dashboard(two_studies[0]) as url:
+        yield url
+
+
 def _status(driver: webdriver.Chrome) -> str:
     return str(driver.find_element(By.ID, "status").text)
 
@@ -126,7 +140,7 @@ def test_dashboard_loads_renders_and_switches_study(
     browser: webdriver.Chrome, dashboard: str, two_studies: tuple[str, str, str]
 ) -> None:
     _, one_seed, two_seeds = two_studies
-    browser.get(dashboard)
+    _open(browser, dashboard)
     wait = WebDriverWait(browser, 60)
     wait.until(lambda d: _status(d).startswith("study ") and _rendered_graphs(d) > 0)
     first = _status(browser)
@@ -146,3 +160,33 @@ def test_dashboard_loads_renders_and_switches_study(
         )
     )
     assert _console_errors(browser) == []
+
+
+def test_dashboard_updates_while_a_study_runs(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    """A trial finishing while the page is open appears without a reload (the app polls)."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'live.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    results = make_results(seed_sizes=(6,))
+    parent = log_study(client, "live", "running_study", results.iloc[:2])
+    client.update_run(parent, status="RUNNING")
+    with _serve_dashboard(uri) as url:
+        _open(browser, url)
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: "2 finished trial(s)" in _status(d) and _rendered_graphs(d) > 0)
+        row = results.iloc[2]
+        exp = client.get_experiment_by_name("live")
+        assert exp is not None
+        child = client.create_run(exp.experiment_id, run_name=row["trial"], tags={"mlflow.parentRunId": parent})
+        cols = [c for c in results.columns if c not in ("trial", "seed_size", "dose", "repeat")]
+        client.log_batch(
+            child.info.run_id,
+            metrics=[Metric(c, float(row[c]), 0, 0) for c in cols if row[c] == row[c]],
+            params=[Param(k, str(row[k])) for k in ("seed_size", "dose", "repeat")],
+        )
+        client.set_terminated(child.info.run_id)
+        wait.until(lambda d: "3 finished trial(s)" in _status(d))  # within a few 5 s polls
+        wait.until(lambda d: _rendered_graphs(d) > 0)
+        assert _console_errors(browser) == []

@@ -228,3 +228,12 @@ def test_apply_params_sets_nested_and_indexed_fields(tmp_path: Path) -> None:
     assert study.stages.diffusion.guidance.s_mask == 2.0  # the original is frozen and unchanged
     with pytest.raises(ValidationError):
         study.repeats = 3  # type: ignore[misc]
+
+
+def test_a_trial_asks_for_the_largest_stage_request(tmp_path: Path) -> None:
+    from salient.platform.study.schema import ResourceSpec
+
+    spec = ResourceSpec(cpus=2, gpus=0, stages={"diffusion": {"cpus": 1, "gpus": 1}, "ucmt": {"cpus": 4, "gpus": 0.5}})
+    per_trial = spec.per_trial()
+    assert (per_trial.cpus, per_trial.gpus) == (4, 1)
+    assert ResourceSpec().per_trial().cpus == 1.0
