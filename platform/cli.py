@@ -111,7 +111,12 @@ def _cmd_synth(args: argparse.Namespace, console: Console) -> int:
         raise PlatformError(f"--cohort {cohort}: no such file or folder")
     console.print(f"generator: {source.entry}")
     manifest = synthesize_cohort(source, args.masks, Path(args.out_dir), seed=args.seed, cohort=cohort, progress=True)
-    console.print(f"wrote {args.masks} synthetic CT + mask pairs -> {manifest}")
+    import json
+
+    written = json.loads((manifest.parent / "synth.json").read_text())["n_masks"]
+    if written < args.masks:
+        console.print(f"[yellow]MaskVAE3D drew only {written} non-empty masks in its allowed attempts[/]")
+    console.print(f"wrote {written} synthetic CT + mask pairs -> {manifest}")
     return EXIT_OK
 
 

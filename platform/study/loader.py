@@ -141,7 +141,7 @@ def read_guidance_profile(raw: Any, study_file: Path, issues: list[Issue]) -> tu
     if not isinstance(values, dict):
         issues.append(Issue(str(path), "guidance", values, "a guidance profile needs a 'guidance' mapping of values"))
         return None, {}
-    unknown = sorted(k for k in values if k not in GUIDANCE_FIELDS)
+    unknown = sorted(str(k) for k in values if k not in GUIDANCE_FIELDS)  # YAML keys may be numbers
     if unknown:
         issues.append(
             Issue(str(path), "guidance", unknown, f"unknown guidance setting(s); known: {list(GUIDANCE_FIELDS)}")

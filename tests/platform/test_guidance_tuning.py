@@ -86,6 +86,7 @@ def test_a_profile_round_trips_into_a_study(tmp_path: Path) -> None:
         (None, "guidance.profile", "profile file not found"),
         ("just text", "guidance", "needs a 'guidance' mapping"),
         ("guidance: {s_mask: 2.0, s_foo: 1}", "guidance", "unknown guidance setting"),
+        ("guidance: {1: 2, s_foo: 1}", "guidance", "unknown guidance setting"),
         ("guidance: {s_mask: -1.0}", "guidance.s_mask", "s_mask must be >= 0"),
         ("guidance: {nei_schedule: wobbly}", "guidance.nei_schedule", "Input should be"),
         ("guidance: [1, 2", "line", "not valid YAML"),
