@@ -33,6 +33,7 @@ import pandas as pd
 __all__ = [
     "DoseSummary",
     "ablation_table",
+    "best_per_cell",
     "curve_table",
     "dose_shift",
     "dose_summaries",
@@ -64,10 +65,18 @@ def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
     """One row per (trial, prevalence): ``seed_size, dose, repeat, prevalence, value, ci_low, ci_high``.
 
     A study without a ``seed_size`` axis gets ``seed_size = "all"``; without repeats, ``repeat = 0``.
+    The table must hold one trial per (seed size, dose, repeat); a study that also varies other
+    settings is analysed per setting (filter it, or use :func:`best_per_cell`).
     """
     if metric not in ("auprc", "auroc"):
         raise ValueError(f"metric must be 'auprc' or 'auroc', got {metric!r}")
     _require(results, ["dose"])
+    cell = [c for c in ("seed_size", "dose", "repeat") if c in results.columns]
+    if results.duplicated(subset=cell).any():
+        raise ValueError(
+            f"several trials share a ({', '.join(cell)}) cell: the study varies other settings too; "
+            "analyse one setting at a time (filter the table) or take best_per_cell(...)"
+        )
     frames = []
     for p in prevalences(results):
         col = f"{metric}_p{p:g}"
@@ -89,6 +98,15 @@ def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
     if not frames:
         raise ValueError(f"results table has no {metric}_p<prevalence> column")
     return pd.concat(frames, ignore_index=True).dropna(subset=["value"])
+
+
+def best_per_cell(results: pd.DataFrame, objective: str, maximise: bool = True) -> pd.DataFrame:
+    """One trial per (seed size, dose, repeat): the one with the best ``objective`` (for studies
+    that also sample other settings: the dose curve of the best configuration found per cell)."""
+    cell = [c for c in ("seed_size", "dose", "repeat") if c in results.columns]
+    _require(results, [*cell, objective])
+    order = results.sort_values(objective, ascending=not maximise, kind="stable")
+    return order.drop_duplicates(subset=cell, keep="first").sort_index()
 
 
 def _t_quantile(n: int, level: float = 0.95) -> float:

@@ -14,7 +14,16 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from salient.dashboards import figures
-from salient.dashboards.analysis import DoseSummary, dose_shift, dose_summaries, prevalences, table1, tvr_gains
+from salient.dashboards.analysis import (
+    DoseSummary,
+    ablation_table,
+    best_per_cell,
+    dose_shift,
+    dose_summaries,
+    prevalences,
+    table1,
+    tvr_gains,
+)
 
 __all__ = ["StudyView", "build_view", "summary_table"]
 
@@ -78,6 +87,15 @@ def build_view(
         view.notes.append("no finished trials yet")
         return view
     has_curves = "dose" in results.columns and bool(prevalences(results))
+    all_trials = results
+    cell = [c for c in ("seed_size", "dose", "repeat") if c in results.columns]
+    objective = str((study_params or {}).get("objective", "auprc"))
+    maximise = str((study_params or {}).get("mode", "max")) == "max"
+    if has_curves and results.duplicated(subset=cell).any() and objective in results.columns:
+        results = best_per_cell(results, objective, maximise)
+        view.notes.append(
+            f"the study varies more than dose and seed size: curves show, per cell, the trial with the best {objective}"
+        )
     if has_curves:
         summaries = dose_summaries(results)
         view.figures["dose-response"] = figures.dose_response_figure(results)
@@ -88,17 +106,20 @@ def build_view(
         if "seed_size" in results.columns and results["seed_size"].nunique() > 1:
             view.figures["optimal-dose"] = figures.optimal_dose_figure(results)
             view.tables["dose shift between seed sizes"] = dose_shift(summaries)
+        ablation = ablation_table(all_trials)
+        if not ablation.empty:
+            view.tables["mask-guidance ablation (mean AUPRC, guided - unguided)"] = ablation.round(4)
         gains = tvr_gains(results)
         if not gains.empty:
             view.tables["AUPRC by tumour-volume ratio (delta vs 0x)"] = gains.round(4)
-    tuning = {"mask_dice", "frechet_distance"} <= set(results.columns)  # a guidance-tuning search
+    tuning = {"mask_dice", "frechet_distance"} <= set(all_trials.columns)  # a guidance-tuning search
     if tuning:
-        view.figures["pareto"] = figures.pareto_figure(results)
+        view.figures["pareto"] = figures.pareto_figure(all_trials)
     else:
         if not has_curves:
             view.notes.append("no dose axis or prevalence metrics: dose-response curves are not drawn")
-        view.figures["realism"] = figures.realism_figure(results)
-        view.figures["band-energy"] = figures.band_energy_figure(results)
+        view.figures["realism"] = figures.realism_figure(all_trials)
+        view.figures["band-energy"] = figures.band_energy_figure(all_trials)
         view.figures["saliency"] = figures.saliency_figure(results)
     panels = _gallery(preview)
     if panels:
@@ -110,11 +131,9 @@ def build_view(
             )
     # Searched hyper-parameters: the param columns (``results.attrs["params"]``, set by the
     # platform's reader) beyond the grid axes, that actually vary.
-    params = results.attrs.get("params", [])
-    sampled = [c for c in params if c in results.columns and c not in _NOT_SAMPLED and results[c].nunique() > 1]
-    objective = str((study_params or {}).get("objective", "auprc"))
-    if sampled and objective in results.columns:
-        maximise = str((study_params or {}).get("mode", "max")) == "max"
-        view.figures["history"] = figures.optimisation_history_figure(results, objective, maximise)
-        view.figures["importance"] = figures.param_importance_figure(results, objective, sampled)
+    params = all_trials.attrs.get("params", [])
+    sampled = [c for c in params if c in all_trials.columns and c not in _NOT_SAMPLED and all_trials[c].nunique() > 1]
+    if sampled and objective in all_trials.columns:
+        view.figures["history"] = figures.optimisation_history_figure(all_trials, objective, maximise)
+        view.figures["importance"] = figures.param_importance_figure(all_trials, objective, sampled)
     return view

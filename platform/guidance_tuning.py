@@ -53,6 +53,7 @@ __all__ = [
     "TuningSetup",
     "evaluate_guidance",
     "guidance_from_values",
+    "load_models",
     "pareto_front",
     "prepare_tuning",
     "profile_document",
@@ -91,7 +92,7 @@ def guidance_from_values(base: GuidanceConfig, values: Mapping[str, Any]) -> Gui
     return dataclasses.replace(base, **update)
 
 
-def _models(setup: TuningSetup) -> tuple[ConditionalDiffusion, DeepLabV3Plus]:
+def load_models(setup: TuningSetup) -> tuple[ConditionalDiffusion, DeepLabV3Plus]:
     diffusion = ConditionalDiffusion(setup.diffusion_cfg)
     diffusion.load_state_dict(setup.diffusion_state)
     teacher = DeepLabV3Plus(setup.ucmt_cfg)
@@ -112,7 +113,7 @@ def evaluate_guidance(
     models: tuple[ConditionalDiffusion, DeepLabV3Plus] | None = None,
 ) -> dict[str, float]:
     """Objectives of ``guidance`` on the first ``n_slices`` held-out slices (same noise every call)."""
-    diffusion, teacher = models or _models(setup)
+    diffusion, teacher = models or load_models(setup)
     held = setup.held_out
     n = min(n_slices, len(held))
     real, mask, neigh = held.image[:n], held.mask[:n], held.neighbours[:n]

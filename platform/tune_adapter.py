@@ -374,13 +374,14 @@ def _fit_groups(
 
 def _guidance_trainable(config: dict[str, Any], setup: Any, cpus: int) -> None:
     """One guidance configuration, scored rung by rung (ASHA stops the poor ones after rung 1)."""
-    from salient.platform.guidance_tuning import evaluate_guidance, guidance_from_values, score
+    from salient.platform.guidance_tuning import evaluate_guidance, guidance_from_values, load_models, score
 
     configure_torch(cpus)
     values = {k: v for k, v in config.items() if k != "trial_index"}
     guidance = guidance_from_values(setup.diffusion_cfg.guidance, values)
+    models = load_models(setup)  # once per configuration, not per rung
     for n in setup.rungs:
-        objectives = evaluate_guidance(setup, guidance, n)
+        objectives = evaluate_guidance(setup, guidance, n, models)
         tune.report({**objectives, "score": score(objectives, setup.baseline, setup.weights)})
 
 

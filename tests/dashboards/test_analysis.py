@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from salient.dashboards.analysis import (
     ablation_table,
+    best_per_cell,
     curve_table,
     dose_shift,
     dose_summaries,
@@ -141,3 +142,20 @@ def test_bad_input_names_what_is_missing() -> None:
         long_metrics(pd.DataFrame({"dose": [0.0]}))
     with pytest.raises(ValueError, match="metric must be"):
         long_metrics(pd.DataFrame({"dose": [0.0]}), metric="f1")
+
+
+def test_several_trials_per_cell_are_refused_or_reduced_to_the_best() -> None:
+    df = pd.DataFrame(
+        {
+            "seed_size": [6, 6, 6, 6],
+            "dose": [0.0, 0.0, 1.0, 1.0],
+            "detector.lr": [1e-3, 1e-4, 1e-3, 1e-4],
+            "auprc_p0.1": [0.3, 0.2, 0.25, 0.5],
+        }
+    )
+    with pytest.raises(ValueError, match="several trials share a"):
+        curve_table(df)
+    best = best_per_cell(df, "auprc_p0.1")
+    assert best["detector.lr"].tolist() == [1e-3, 1e-4]
+    (s,) = dose_summaries(best)
+    assert s.therapeutic_dose == 1.0 and s.baseline == pytest.approx(0.3)

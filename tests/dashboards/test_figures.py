@@ -92,6 +92,11 @@ def test_view_and_report_hold_every_figure_and_table() -> None:
     hu = view.figures["hu-histogram"].data
     assert float(hu[0].x[0]) == -160.0 + 0.5 * 400.0 and float(hu[1].x[0]) == -160.0 + 0.75 * 400.0
     assert "Table 1 (AUPRC [interval], delta vs 0x, AUROC)" in view.tables
+    ablated = make_results().assign(**{"detector.mask_guidance": True})
+    unguided = ablated.assign(**{"detector.mask_guidance": False, "auprc_p0.05": ablated["auprc_p0.05"] - 0.1})
+    both = build_view(pd.concat([ablated, unguided], ignore_index=True))
+    table = both.tables["mask-guidance ablation (mean AUPRC, guided - unguided)"]
+    assert table.loc[table["prevalence"] == 0.05, "difference"].round(6).eq(0.1).all()
     html = render_report(view, "study <x>", {"run": "abc"})
     assert html.count('class="plotly-graph-div"') == len(view.figures)
     assert "<title>study &lt;x&gt;</title>" in html
