@@ -110,10 +110,9 @@ def _cmd_synth(args: argparse.Namespace, console: Console) -> int:
     if cohort is not None and not cohort.exists():
         raise PlatformError(f"--cohort {cohort}: no such file or folder")
     console.print(f"generator: {source.entry}")
-    manifest = synthesize_cohort(source, args.masks, Path(args.out_dir), seed=args.seed, cohort=cohort, progress=True)
-    import json
-
-    written = json.loads((manifest.parent / "synth.json").read_text())["n_masks"]
+    manifest, written = synthesize_cohort(
+        source, args.masks, Path(args.out_dir), seed=args.seed, cohort=cohort, progress=True
+    )
     if written < args.masks:
         console.print(f"[yellow]MaskVAE3D drew only {written} non-empty masks in its allowed attempts[/]")
     console.print(f"wrote {written} synthetic CT + mask pairs -> {manifest}")
@@ -155,9 +154,11 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.pipeline import find_study
     from salient.platform.results import MlflowResults
 
-    study, uri, run_id = find_study(args.study, args.tracking_uri)
-    if run_id is None:
+    study, tracker, parent = find_study(args.study, args.tracking_uri)
+    uri = tracker.uri
+    if parent is None:
         raise PlatformError(f"{args.study}: study {study.name} has no run at {uri}; run it first")
+    run_id = parent.info.run_id
     source = MlflowResults(uri)
     results = source.results(run_id)
     view = build_view(results, source.study_params(run_id), preview_for(source, results))

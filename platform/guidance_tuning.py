@@ -38,18 +38,28 @@ from salient.models.configs import DiffusionConfig, GuidanceConfig, UCMTConfig
 from salient.models.diffusion import ConditionalDiffusion
 from salient.models.metrics import band_energy_stats, dice_score, frechet_distance, ms_ssim, random_conv_extractor
 from salient.models.ucmt import DeepLabV3Plus, predict_masks
+from salient.platform.cohort.manifest import manifest_file
 from salient.platform.cohort.prepare import LoadedCohort
 from salient.platform.errors import PlatformError
+from salient.platform.hashing import content_hash
 from salient.platform.privacy import subject_tokens
 from salient.platform.slices import SliceSet, slice_set
-from salient.platform.stage_cache import StageCache, StageKey, stage_key
-from salient.platform.stages import derive_seed, train_diffusion, train_ucmt, ucmt_labeled_slices
+from salient.platform.stage_cache import StageCache, stage_key
+from salient.platform.stages import (
+    derive_seed,
+    diffusion_training_config,
+    train_diffusion,
+    train_ucmt,
+    ucmt_labeled_slices,
+    ucmt_unlabeled_slices,
+)
 from salient.platform.study.schema import Study, TuningWeights
 from salient.platform.synth import GeneratorSource
 
 __all__ = [
     "OBJECTIVES",
     "PROFILE_VERSION",
+    "REPORTED",
     "TuningSetup",
     "evaluate_guidance",
     "guidance_from_values",
@@ -64,6 +74,8 @@ log = logging.getLogger(__name__)
 PROFILE_VERSION = 1
 #: objective -> direction; the Pareto front is taken over these.
 OBJECTIVES = {"mask_dice": "max", "frechet_distance": "min", "band_energy_distance": "min", "nfe": "min"}
+#: What :func:`evaluate_guidance` returns and a tuning trial keeps: the objectives and the rest.
+REPORTED = (*OBJECTIVES, "ms_ssim", "sampling_seconds_per_slice", "n_slices")
 GUIDANCE_PREFIX = "diffusion.guidance."
 
 
@@ -193,16 +205,10 @@ def prepare_tuning(
         s.subject for s in cohort.subjects.values() if s.label == 1 and s.mask.reshape(len(s.mask), -1).any()
     )
     if generator is not None:
-        from salient.platform.study.schema import StagesSpec
-
-        rec = generator.record
-        stages = StagesSpec.model_validate(rec.stages)
+        stages = generator.stages
         diffusion_cfg, ucmt_cfg = stages.diffusion, stages.ucmt
-        states = {
-            name: generator.cache.load(StageKey(*getattr(rec, name).split("/"))) for name in ("diffusion", "ucmt")
-        }
-        diffusion_state, ucmt_state = states["diffusion"]["ema"], states["ucmt"]["teacher"]
-        trained_on = set(rec.trained_on)
+        diffusion_state, ucmt_state = generator.load("diffusion")["ema"], generator.load("ucmt")["teacher"]
+        trained_on = set(generator.record.trained_on)
         held = [s for s in positives if s not in trained_on]
         source = str(generator.entry)
     else:
@@ -251,8 +257,7 @@ def _train_generator(
     stages = study.stages
     base = {"cohort": cohort.fingerprint, "seed": study.seed, "purpose": "guidance-tuning"}
     train_set = slice_set(cohort.subjects, train, stages.diffusion.neighbour_offsets)
-    diff_cfg = {k: v for k, v in dataclasses.asdict(stages.diffusion).items() if k != "guidance"}
-    diff_key = stage_key("diffusion", diff_cfg, data=tuple(train), **base)
+    diff_key = stage_key("diffusion", diffusion_training_config(stages.diffusion), data=tuple(train), **base)
     log.info(
         "generator for tuning: diffusion, %d steps on %d subjects (cached after the first run)",
         stages.diffusion.train_steps,
@@ -265,11 +270,9 @@ def _train_generator(
         ),
     )
     negatives = sorted(s.subject for s in cohort.subjects.values() if s.label == 0)
-    unlabeled = torch.from_numpy(
-        np.concatenate([cohort.subjects[s].image for s in negatives])[:, None]
-        if negatives
-        else np.zeros((0, 1, *train_set.image.shape[-2:]), np.float32)
-    ).float()
+    unlabeled = ucmt_unlabeled_slices(
+        cohort.subjects, negatives, derive_seed(study.seed, "tuning-ucmt-unlabeled"), 8 * max(len(train_set), 16)
+    )
     ucmt_key = stage_key("ucmt", dataclasses.asdict(stages.ucmt), data=(tuple(train), tuple(negatives)), **base)
     log.info("generator for tuning: UCMT teacher, %d steps", stages.ucmt.train_steps)
     ucmt, _ = cache.get_or_compute(
@@ -277,7 +280,7 @@ def _train_generator(
         lambda: train_ucmt(
             stages.ucmt,
             ucmt_labeled_slices(train_set, 0, study.seed),
-            unlabeled[: 8 * max(len(train_set), 16)],
+            unlabeled,
             derive_seed(study.seed, "tuning-ucmt"),
             cache,
             ucmt_key,
@@ -344,9 +347,6 @@ def run_guidance_tuning(
     console: Any | None = None,
 ) -> TuningResult:
     """`platform tune-guidance`: tune, write the profile, log the search to MLflow."""
-    import hashlib
-    import json
-
     from rich.console import Console
     from salient.platform.cohort.prepare import load_cohort
     from salient.platform.pipeline import output_dir_problem, study_tracker
@@ -368,8 +368,7 @@ def run_guidance_tuning(
         CohortSpec.model_validate(source.record.cohort).preprocessing if source else study.cohort.preprocessing
     )
     if cohort_path is not None:
-        manifest = Path(cohort_path)
-        manifest = manifest / "labels.csv" if manifest.is_dir() else manifest
+        manifest = manifest_file(cohort_path)
         if not manifest.is_file():
             raise PlatformError(f"--cohort {cohort_path}: no labels.csv manifest there")
         cohort_spec = CohortSpec(source="manifest", manifest=manifest.resolve(), preprocessing=preprocessing)
@@ -393,11 +392,9 @@ def run_guidance_tuning(
         f"default guidance on {len(setup.held_out)} held-out slices: score {default['objectives']['score']:.4f} "
         f"(Dice {baseline['mask_dice']:.3f}, FD {baseline['frechet_distance']:.3g}, NFE {baseline['nfe']:.0f})"
     )
-    key = hashlib.sha256(
-        json.dumps(
-            [study.model_dump(mode="json", exclude={"source_file", "output_dir"}), provenance, trials], default=str
-        ).encode()
-    ).hexdigest()[:16]
+    key = content_hash(
+        [study.model_dump(mode="json", exclude={"source_file", "output_dir"}), provenance, trials], 16, default=str
+    )
     experiment = f"{study.name}-{key[:8]}"
     done = 0
 

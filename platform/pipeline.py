@@ -8,7 +8,6 @@ logged to MLflow are recognised by their key, so nothing is retrained or logged 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from salient.platform.errors import PlatformError
+from salient.platform.hashing import content_hash
 from salient.platform.stage_cache import CODE_VERSION, StageCache, StageKey
 from salient.platform.study import Plan, Study, build_plan, load_study
 
@@ -66,7 +66,7 @@ def study_key(study: Study) -> str:
     content = study.model_dump(
         mode="json", exclude={"source_file", "output_dir", "tracking", "ray", "resources", "guidance_profile"}
     )
-    return hashlib.sha256(json.dumps([content, CODE_VERSION], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_hash([content, CODE_VERSION], 16, default=str)
 
 
 def output_dir_problem(path: Path) -> str | None:
@@ -175,17 +175,6 @@ def _preview(study: Study, plan: Plan, cohort: Any, console: Console) -> tuple[l
             table.add_row(name, str(r), str(t))
     console.print(table)
     return [str(k) for k in trained], [str(k) for k in reused]
-
-
-def _write_results_csv(outcomes: list[Any], path: Path) -> None:
-    rows = [{"trial": o.trial_id, "repeat": o.repeat, **o.params, **o.metrics} for o in outcomes]
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def run_study(
@@ -315,7 +304,7 @@ def run_study(
         for o in outcomes:  # trials restored as finished by Tune report no completion event
             log_outcome(o)
         _summary(console, study, outcomes)
-        _write_local_results(study, outcomes)  # kept even if MLflow never comes back
+        results_csv = _write_local_results(study, outcomes)  # kept even if MLflow never comes back
         deadline = time.time() + float(os.environ.get(MLFLOW_WAIT_ENV, MLFLOW_WAIT_S))
         while unlogged and time.time() < deadline:  # the server may come back: keep trying a while
             time.sleep(3)
@@ -329,11 +318,8 @@ def run_study(
                 + f"{study.output_dir / 'results.csv'}); rerun the same command when the server is back "
                 + "to log them (nothing is retrained)"
             )
-        with tempfile.TemporaryDirectory() as d:
-            results = Path(d) / "results.csv"
-            if outcomes:
-                _write_results_csv(outcomes, results)
-                tracker.log_parent_artifact(results)
+        if results_csv is not None:
+            tracker.log_parent_artifact(results_csv)
         status = "FINISHED" if not failed else "FAILED"
         timings["total"] = time.perf_counter() - started
         return StudyRun(parent, tracker.uri, outcomes, failed, trained, reused, timings)
@@ -349,14 +335,23 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
-def _write_local_results(study: Study, outcomes: list[Any]) -> None:
-    """``OUTPUT_DIR/results.csv``: the finished trials' values and metrics, written atomically."""
+def _write_local_results(study: Study, outcomes: list[Any]) -> Path | None:
+    """``OUTPUT_DIR/results.csv``: the finished trials' values and metrics, written atomically;
+    None when no trial finished."""
     if not outcomes:
-        return
+        return None
+    rows = [{"trial": o.trial_id, "repeat": o.repeat, **o.params, **o.metrics} for o in outcomes]
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
     path = study.output_dir / "results.csv"
     tmp = path.with_name(".results.csv.tmp")
-    _write_results_csv(outcomes, tmp)
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
     os.replace(tmp, path)
+    return path
 
 
 def _summary(console: Console, study: Study, outcomes: list[Any]) -> None:
@@ -376,15 +371,11 @@ def _summary(console: Console, study: Study, outcomes: list[Any]) -> None:
 
 def study_status(study_path: str | Path, tracking_uri: str | None, console: Console) -> int:
     """Print the study's MLflow child runs (values, status, AUPRC/AUROC) and how many trials are logged."""
-    study = load_study(study_path)
-    plan = build_plan(study)
-    key = study_key(study)
-    tracker = study_tracker(study, tracking_uri)
-    parent = tracker.find_study_run(key)
+    study, tracker, parent = find_study(study_path, tracking_uri)
     if parent is None:
         console.print(f"study {study.name}: not started (no MLflow run at {tracker.uri})")
         return 0
-    tracker.parent_id = parent.info.run_id
+    plan = build_plan(study)
     children = tracker.child_runs()
     table = Table(title=f"study {study.name}: run {parent.info.run_id} ({parent.info.status})")
     names = sorted({k for t in plan.trials for k in t.params})
@@ -405,9 +396,12 @@ def study_status(study_path: str | Path, tracking_uri: str | None, console: Cons
     return 0
 
 
-def find_study(study_path: str | Path, tracking_uri: str | None) -> tuple[Study, str, str | None]:
-    """``(study, tracking URI, parent run id or None if the study never started)``."""
+def find_study(study_path: str | Path, tracking_uri: str | None) -> tuple[Study, Any, Any | None]:
+    """``(study, tracker, its study run or None if the study never started)``; the tracker is
+    bound to the study run when there is one."""
     study = load_study(study_path)
     tracker = study_tracker(study, tracking_uri)
     parent = tracker.find_study_run(study_key(study))
-    return study, tracker.uri, parent.info.run_id if parent is not None else None
+    if parent is not None:
+        tracker.parent_id = parent.info.run_id
+    return study, tracker, parent

@@ -7,7 +7,6 @@ booleans parsed back from MLflow's strings) and every metric.
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -105,7 +104,7 @@ class MlflowResults:
                 return None
             with tempfile.TemporaryDirectory() as d:
                 path = Path(self.client.download_artifacts(trial_run_id, PREVIEW_FILE, d))
-                with np.load(io.BytesIO(path.read_bytes())) as z:
+                with np.load(path) as z:  # read inside the temporary folder, before it goes
                     return {k: z[k] for k in z.files}
         except Exception as exc:  # a missing or unreadable artifact must not break a dashboard
             log.warning("preview of run %s unavailable: %s", trial_run_id, exc)

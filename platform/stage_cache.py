@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from filelock import FileLock
+from salient.platform.hashing import content_hash
 
 __all__ = ["CODE_VERSION", "StageCache", "StageKey", "code_version", "stage_key"]
 
@@ -79,8 +80,7 @@ def stage_key(stage: str, config: Any, upstream: tuple[StageKey, ...] = (), **da
         "upstream": [str(u) for u in upstream],
         "code": CODE_VERSION,
     }
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-    return StageKey(stage, digest)
+    return StageKey(stage, content_hash(payload, 20))
 
 
 class StageCache:

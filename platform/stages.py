@@ -23,7 +23,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,7 @@ __all__ = [
     "TrialResult",
     "configure_torch",
     "derive_seed",
+    "diffusion_training_config",
     "draw_lesion_blocks",
     "load_generators",
     "plan_trial",
@@ -68,6 +69,7 @@ __all__ = [
     "sample_blocks",
     "ucmt_labeled_slices",
     "ucmt_labels",
+    "ucmt_unlabeled_slices",
 ]
 
 log = logging.getLogger(__name__)
@@ -483,9 +485,9 @@ def plan_trial(
     upstream: tuple[StageKey, ...] = ()
     if n_syn > 0:
         keys["mask_vae"] = stage_key("mask_vae", _asdict(stages.mask_vae), data=split.seed_positive, **base)
-        # Guidance only affects sampling: generators that differ only in guidance share training.
-        diff_train_cfg = {k: v for k, v in _asdict(stages.diffusion).items() if k != "guidance"}
-        keys["diffusion"] = stage_key("diffusion", diff_train_cfg, data=split.seed_positive, **base)
+        keys["diffusion"] = stage_key(
+            "diffusion", diffusion_training_config(stages.diffusion), data=split.seed_positive, **base
+        )
         keys["ucmt"] = stage_key(
             "ucmt", _asdict(stages.ucmt), data=(split.seed_positive, split.unlabeled, split.train_negative), **base
         )
@@ -554,7 +556,12 @@ def run_trial(
             lambda: train_ucmt(
                 stages.ucmt,
                 ucmt_labeled_slices(seed_set, repeat, study.seed),
-                _ucmt_unlabeled(subjects, split, repeat, study.seed, 8 * max(trial.n_real_positive, 16)),
+                ucmt_unlabeled_slices(
+                    subjects,
+                    split.unlabeled + split.train_negative,
+                    derive_seed(study.seed, repeat, "ucmt-unlabeled"),
+                    8 * max(trial.n_real_positive, 16),
+                ),
                 derive_seed(study.seed, repeat, "ucmt"),
                 cache,
                 keys["ucmt"],
@@ -671,13 +678,22 @@ def ucmt_labeled_slices(seed_set: SliceSet, repeat: int, study_seed: int) -> Sli
     return seed_set.select(chosen)
 
 
-def _ucmt_unlabeled(
-    subjects: Mapping[str, PreprocessedSubject], split: Split, repeat: int, study_seed: int, cap: int
+def ucmt_unlabeled_slices(
+    subjects: Mapping[str, PreprocessedSubject], ids: Sequence[str], seed: int, cap: int
 ) -> torch.Tensor:
-    ids = split.unlabeled + split.train_negative
-    images = np.concatenate([subjects[s].image for s in ids])[:, None] if ids else np.zeros((0, 1, 1, 1), np.float32)
-    rng = np.random.default_rng(derive_seed(study_seed, repeat, "ucmt-unlabeled"))
+    """At most ``cap`` slices of the given subjects, drawn without replacement: UCMT's unlabeled set."""
+    if ids:
+        images = np.concatenate([subjects[s].image for s in ids])[:, None]
+    else:
+        images = np.zeros((0, 1, *next(iter(subjects.values())).image.shape[1:]), np.float32)
+    rng = np.random.default_rng(seed)
     return torch.from_numpy(images[rng.permutation(len(images))[:cap]]).float()
+
+
+def diffusion_training_config(cfg: DiffusionConfig) -> dict[str, Any]:
+    """What a diffusion model's training depends on: everything but guidance, which only affects
+    sampling (generators that differ only in guidance share one training)."""
+    return {k: v for k, v in _asdict(cfg).items() if k != "guidance"}
 
 
 def _lesion_extents(masks: list[np.ndarray]) -> list[tuple[int, int]]:

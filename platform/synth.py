@@ -27,10 +27,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
+from salient.platform.cohort.manifest import manifest_file
 from salient.platform.cohort.preprocess import PreprocessedSubject
 from salient.platform.errors import PlatformError
 from salient.platform.privacy import subject_token
@@ -66,6 +68,18 @@ class GeneratorSource:
     def output_dir(self) -> Path:
         """The study output folder that holds the stage cache (and the phantom / slice caches)."""
         return self.entry.parent.parent.parent
+
+    @property
+    def stages(self) -> StagesSpec:
+        """The generator's model configs (MaskVAE3D, diffusion, UCMT; the rest are defaults)."""
+        return StagesSpec.model_validate(self.record.stages)
+
+    def load(self, model: str) -> Any:
+        """The cached output of one of the generator's models: ``mask_vae``, ``diffusion`` or ``ucmt``."""
+        key = StageKey(*getattr(self.record, model).split("/"))
+        if not self.cache.has(key):
+            raise PlatformError(f"the generator's {model} output {self.cache.entry(key)} is missing")
+        return self.cache.load(key)
 
 
 def _from_entry(entry: Path, what: str) -> GeneratorSource:
@@ -135,8 +149,7 @@ def _hosts(
 
     spec = CohortSpec.model_validate(source.record.cohort)
     if cohort is not None:
-        manifest = cohort / "labels.csv" if cohort.is_dir() else cohort
-        spec = CohortSpec(source="manifest", manifest=manifest, preprocessing=spec.preprocessing)
+        spec = CohortSpec(source="manifest", manifest=manifest_file(cohort), preprocessing=spec.preprocessing)
     loaded = load_cohort(spec, source.output_dir, progress=progress)
     if cohort is not None:
         hosts = [s for s in loaded.subjects.values() if s.label == 0]
@@ -157,8 +170,9 @@ def synthesize_cohort(
     seed: int = 0,
     cohort: Path | None = None,
     progress: bool = False,
-) -> Path:
-    """Write ``n_masks`` synthetic subjects to ``out_dir``; returns its ``labels.csv``.
+) -> tuple[Path, int]:
+    """Write ``n_masks`` synthetic subjects to ``out_dir``; returns its ``labels.csv`` and how many
+    subjects it holds (fewer than ``n_masks`` if the MaskVAE3D kept drawing empty masks).
 
     Args:
         n_masks: lesion masks to draw (one output subject each).
@@ -171,14 +185,8 @@ def synthesize_cohort(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PlatformError(f"{out_dir} exists and is not empty; choose a new folder (nothing is overwritten)")
     rec = source.record
-    stages = StagesSpec.model_validate(rec.stages)
-    cache = source.cache
-    states = {}
-    for name in ("mask_vae", "diffusion", "ucmt"):
-        stage, key = getattr(rec, name).split("/")
-        if not cache.has(StageKey(stage, key)):
-            raise PlatformError(f"the generator's {name} output {cache.entry(StageKey(stage, key))} is missing")
-        states[name] = cache.load(StageKey(stage, key))
+    stages = source.stages
+    states = {name: source.load(name) for name in ("mask_vae", "diffusion", "ucmt")}
     hosts, prep = _hosts(source, cohort, progress)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     g = torch.Generator().manual_seed(seed)
@@ -249,7 +257,7 @@ def synthesize_cohort(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir / "labels.csv"
+    return out_dir / "labels.csv", len(blocks)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -398,6 +398,7 @@ def run_guidance_search(
     reported objectives and whether ASHA stopped it early."""
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+    from salient.platform.guidance_tuning import REPORTED
 
     _init_ray(address)
     cpus = max(1, int(study.resources.per_trial().cpus))
@@ -438,20 +439,9 @@ def run_guidance_search(
         values = {k: v for k, v in (result.config or {}).items() if k != "trial_index"}
         row = {
             "values": {**fixed, **values},
-            "objectives": {k: float(result.metrics[k]) for k in (*_OBJECTIVE_KEYS, "score") if k in result.metrics},
+            "objectives": {k: float(result.metrics[k]) for k in (*REPORTED, "score") if k in result.metrics},
             "stopped_early": int(result.metrics.get("training_iteration", 0)) < max_rungs,
         }
         rows.append(row)
         on_result(row)
     return rows
-
-
-_OBJECTIVE_KEYS = (
-    "mask_dice",
-    "frechet_distance",
-    "band_energy_distance",
-    "nfe",
-    "ms_ssim",
-    "sampling_seconds_per_slice",
-    "n_slices",
-)

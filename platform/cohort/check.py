@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from salient.platform.cohort.manifest import SubjectRecord, parse_manifest
+from salient.platform.cohort.manifest import SubjectRecord, manifest_file, parse_manifest
 
 __all__ = ["CheckReport", "Problem", "check_cohort", "load_volume"]
 
@@ -98,11 +98,10 @@ def _check_subject(rec: SubjectRecord) -> list[Problem]:
     return problems
 
 
-def check_cohort(manifest: str | Path, progress: bool = False) -> CheckReport:
-    """Read every file of the cohort and list every problem found (never stops at the first)."""
-    manifest = Path(manifest)
-    if manifest.is_dir():
-        manifest = manifest / "labels.csv"
+def check_cohort(cohort: str | Path, progress: bool = False) -> CheckReport:
+    """Read every file of the cohort (a folder with labels.csv, or a manifest) and list every
+    problem found (never stops at the first)."""
+    manifest = manifest_file(cohort)
     records, manifest_problems = parse_manifest(manifest)
     problems = [Problem("(manifest)", "manifest", p) for p in manifest_problems]
     items = records

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from salient.platform.errors import CohortError
 
-__all__ = ["REQUIRED_COLUMNS", "Manifest", "SubjectRecord", "parse_manifest", "read_manifest"]
+__all__ = ["REQUIRED_COLUMNS", "Manifest", "SubjectRecord", "manifest_file", "parse_manifest", "read_manifest"]
 
 REQUIRED_COLUMNS = ("subject", "image", "mask", "label")
 SPLITS = ("", "train", "test", "unlabeled")
@@ -62,6 +62,12 @@ class Manifest:
                 except OSError:
                     h.update(f"{p.name}:missing".encode())
         return h.hexdigest()[:16]
+
+
+def manifest_file(path: str | Path) -> Path:
+    """A cohort folder -> its ``labels.csv``; a manifest file as it is."""
+    path = Path(path)
+    return path / "labels.csv" if path.is_dir() else path
 
 
 def parse_manifest(path: str | Path) -> tuple[list[SubjectRecord], list[str]]:

@@ -8,8 +8,6 @@ study on a cohort decodes NIfTI.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from salient.platform.cohort.manifest import Manifest, SubjectRecord, read_manif
 from salient.platform.cohort.phantom import write_phantom_cohort
 from salient.platform.cohort.preprocess import PreprocessedSubject, SliceCache
 from salient.platform.errors import CohortError
+from salient.platform.hashing import content_hash
 from salient.platform.study.schema import CohortSpec
 
 __all__ = ["LoadedCohort", "cohort_manifest", "load_cohort"]
@@ -38,7 +37,7 @@ def cohort_manifest(spec: CohortSpec, output_dir: Path, progress: bool = False) 
     if spec.source == "manifest":
         assert spec.manifest is not None  # the schema guarantees it
         return read_manifest(spec.manifest)
-    digest = hashlib.sha256(json.dumps(spec.phantom.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+    digest = content_hash(spec.phantom.model_dump(mode="json"), 12)
     folder = output_dir / "cohorts" / f"phantom-{digest}"
     if not (folder / "phantom.json").is_file():
         write_phantom_cohort(spec.phantom, folder, progress=progress)

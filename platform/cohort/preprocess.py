@@ -15,7 +15,6 @@ fingerprints; repeated trials and studies read the cache.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from monai.transforms import (
     Spacingd,
 )
 from salient.platform.cohort.manifest import Manifest, SubjectRecord
+from salient.platform.hashing import content_hash
 from salient.platform.study.schema import PreprocessSpec
 
 __all__ = ["PreprocessedSubject", "SliceCache", "build_transform", "preprocess_subject"]
@@ -91,11 +91,7 @@ class SliceCache:
     """Preprocessed subjects on disk, keyed by preprocessing settings and cohort fingerprint."""
 
     def __init__(self, root: str | Path, manifest: Manifest, spec: PreprocessSpec):
-        key = hashlib.sha256(
-            json.dumps(
-                {"spec": spec.model_dump(mode="json"), "cohort": manifest.fingerprint()}, sort_keys=True
-            ).encode()
-        ).hexdigest()[:16]
+        key = content_hash({"spec": spec.model_dump(mode="json"), "cohort": manifest.fingerprint()}, 16)
         self.dir = Path(root) / key
         self.manifest = manifest
         self.spec = spec
