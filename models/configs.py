@@ -13,6 +13,7 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,10 +31,23 @@ __all__ = [
     "stage_config",
 ]
 
-# Lets pydantic (used only by salient.platform) reject unknown keys when it validates these.
-_FORBID_EXTRA: dict[str, Any] = {"extra": "forbid"}
+# Lets pydantic (used only by salient.platform) reject unknown keys, NaN and infinity when it
+# validates these; ``_require_finite`` holds the same rule for configs built in Python.
+_FORBID_EXTRA: dict[str, Any] = {"extra": "forbid", "allow_inf_nan": False}
 
 NeiSchedule = Literal["constant", "linear", "cosine", "exponential"]
+
+
+def _require_finite(config: Any) -> None:
+    """Every float of a config (and of its tuples) must be finite: NaN passes every ``>``/``<``
+    check below and infinity most of them, and either one trains a model to NaN."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        items = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+        for i, item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                name = f.name if i is None else f"{f.name}[{i}]"
+                raise ValueError(f"{name} must be finite, got {item!r}")
 
 
 def _positive(name: str, value: float) -> None:
@@ -78,6 +92,7 @@ class GuidanceConfig:
     eta: float = 0.0
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         _non_negative("s_mask", self.s_mask)
         _non_negative("s_nei_start", self.s_nei_start)
         _non_negative("s_nei_end", self.s_nei_end)
@@ -117,6 +132,7 @@ class WaveletLossConfig:
     lambda_sat: float = 0.05
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         if len(self.band_weights) != 4:
             raise ValueError(f"band_weights needs 4 values (LL, LH, HL, HH), got {self.band_weights!r}")
         if len(self.lambda_hf) != 3:
@@ -169,6 +185,7 @@ class DiffusionConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         if self.base_channels < 1:
             raise ValueError(f"base_channels must be >= 1, got {self.base_channels!r}")
         if len(self.channel_mults) < 1 or any(m < 1 for m in self.channel_mults):
@@ -221,6 +238,7 @@ class MaskVAEConfig:
     batch_size: int = 4
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         factor = 2 ** len(self.channels)
         if len(self.volume_size) != 3 or any(s % factor or s <= 0 for s in self.volume_size):
             raise ValueError(
@@ -266,6 +284,7 @@ class UCMTConfig:
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         if any(n < 1 for n in self.encoder_layers) or any(w < 1 for w in self.encoder_widths):
             raise ValueError("encoder_layers and encoder_widths must be positive")
         _probability("ema_decay", self.ema_decay)
@@ -314,6 +333,7 @@ class DetectorConfig:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         if any(n < 1 for n in self.layers) or any(w < 1 for w in self.widths):
             raise ValueError(f"layers and widths must be positive, got {self.layers}, {self.widths}")
         _non_negative("align_weight", self.align_weight)
@@ -350,6 +370,7 @@ class AggregatorConfig:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         if self.max_len < 2:
             raise ValueError(f"max_len must be >= 2, got {self.max_len!r}")
         if self.d_model < 1 or self.heads < 1 or self.d_model % self.heads:
