@@ -211,6 +211,7 @@ def _cmd_tune_guidance(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_cohort_phantom(args: argparse.Namespace, console: Console) -> int:
+    from rich.text import Text
     from salient.platform.cohort.phantom import write_phantom_cohort
     from salient.platform.study.schema import PhantomSpec
 
@@ -225,18 +226,39 @@ def _cmd_cohort_phantom(args: argparse.Namespace, console: Console) -> int:
     except ValueError as exc:
         raise PlatformError(f"bad phantom settings: {exc}") from None
     manifest = write_phantom_cohort(spec, args.out_dir, progress=True)
-    console.print(f"wrote {spec.n_subjects} subjects ({spec.n_positive} positive) -> {manifest}")
+    console.print(Text(f"wrote {spec.n_subjects} subjects ({spec.n_positive} positive) -> {manifest}"))
     return EXIT_OK
 
 
+def _label_or_name(text: str | None) -> int | str | None:
+    """``--lesion-label 2`` is the id 2, ``--lesion-label tumour`` a name in dataset.json."""
+    if text is None:
+        return None
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
 def _cmd_cohort_check(args: argparse.Namespace, console: Console) -> int:
+    # Text, not markup: subject ids, file names and details are the user's strings ([/] must not
+    # raise, [link=...] must print as typed).
+    from rich.text import Text
     from salient.platform.cohort.check import check_cohort
 
     target = Path(args.path)
     if not target.exists():
         raise PlatformError(f"{target}: no such file or folder")
-    report = check_cohort(target, progress=True)
-    console.print(f"{report.manifest}: {report.n_subjects} subjects, {report.n_positive} positive")
+    report = check_cohort(
+        target,
+        progress=True,
+        source=args.format,
+        lesion_label=_label_or_name(args.lesion_label),
+        channel=_label_or_name(args.channel) or 0,
+        negatives=args.negatives,
+        max_voxels=args.max_voxels,
+    )
+    n_neg = report.n_subjects - report.n_positive
+    counts = f"{report.n_subjects} subjects, {report.n_positive} positive, {n_neg} negative"
+    console.print(Text(f"{report.manifest} ({report.source}): {counts}"))
     if report.ok:
         console.print("[green]no problems found[/]")
         return EXIT_OK
@@ -244,7 +266,7 @@ def _cmd_cohort_check(args: argparse.Namespace, console: Console) -> int:
     for col in ("subject", "problem", "detail"):
         table.add_column(col, overflow="fold")
     for p in report.problems:
-        table.add_row(p.subject, p.kind, p.detail)
+        table.add_row(Text(p.subject), Text(p.kind), Text(p.detail))
     console.print(table)
     return EXIT_BAD_INPUT
 
@@ -367,9 +389,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser(
         "check",
         help="list every problem in a cohort",
-        description="Check a cohort folder (with labels.csv) or a manifest CSV. Exit 2 if any problem is found.",
+        description="Check a cohort: a folder with labels.csv or a manifest CSV, an nnU-Net v2 raw dataset "
+        "(DatasetNNN_Name/) or an MSD task folder (TaskNN_Name/). Every NIfTI header is vetted before any voxel "
+        "is read. Exit 2 if any problem is found.",
     )
-    p.add_argument("path", metavar="DIR_OR_MANIFEST")
+    p.add_argument("path", metavar="PATH", help="cohort folder, manifest CSV, or dataset folder / its dataset.json")
+    p.add_argument(
+        "--format",
+        choices=("auto", "manifest", "nnunet", "msd"),
+        default="auto",
+        help="cohort layout (default auto: labels.csv -> manifest, dataset.json with channel_names -> nnunet, "
+        "with training -> msd)",
+    )
+    p.add_argument(
+        "--lesion-label",
+        metavar="ID_OR_NAME",
+        help="nnunet/msd: the lesion's label id or name (default: the only foreground label)",
+    )
+    p.add_argument("--channel", metavar="INDEX_OR_NAME", help="nnunet/msd: the image channel used (default 0)")
+    p.add_argument(
+        "--negatives",
+        choices=("include", "exclude"),
+        default="include",
+        help="nnunet/msd: cases without the lesion label are negatives (include, default) or left out",
+    )
+    p.add_argument(
+        "--max-voxels",
+        type=int,
+        metavar="N",
+        help="voxels a NIfTI header may claim (default $SALIENT_MAX_VOXELS, else 1024**3)",
+    )
     p.set_defaults(func=_cmd_cohort_check)
     return parser
 

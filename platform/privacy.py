@@ -38,9 +38,11 @@ def real_images_allowed(study: Study) -> bool:
 
 
 def redact_resolved_study(resolved: dict[str, Any], study: Study) -> dict[str, Any]:
-    """The study as logged: the cohort manifest path kept only as a file name unless opted in."""
-    if study.tracking.log_subject_ids or study.cohort.manifest is None:
+    """The study as logged: the cohort manifest or dataset path kept only as its last name unless opted in."""
+    paths = [k for k in ("manifest", "dataset") if getattr(study.cohort, k) is not None]
+    if study.tracking.log_subject_ids or not paths:
         return resolved
     cohort = dict(resolved.get("cohort", {}))
-    cohort["manifest"] = PurePath(str(cohort.get("manifest", ""))).name + " (path not logged: tracking.log_subject_ids)"
+    for key in paths:
+        cohort[key] = PurePath(str(cohort.get(key, ""))).name + " (path not logged: tracking.log_subject_ids)"
     return {**resolved, "cohort": cohort}

@@ -203,9 +203,11 @@ def write_phantom_cohort(spec: PhantomSpec, out_dir: str | Path, progress: bool 
     rows = []
     indices = range(spec.n_subjects)
     if progress:
+        from rich.markup import escape
         from rich.progress import track
 
-        indices = track(indices, description=f"phantom cohort -> {out}")  # type: ignore[assignment]
+        # The folder name is the user's: escaped, so `runs[old]` is not read as Rich markup.
+        indices = track(indices, description=f"phantom cohort -> {escape(str(out))}")  # type: ignore[assignment]
     for i in indices:
         subj = draw_subject(spec, i, int(i in positives), positives.get(i))
         img_path = Path("images") / f"{subj.subject}.nii.gz"

@@ -404,6 +404,10 @@ def load_study(path: str | Path) -> Study:
                 issues.append(
                     Issue(file, "cohort.manifest", str(cohort.manifest), f"manifest not readable at {manifest}")
                 )
+        elif cohort.dataset is not None:  # nnunet / msd: positives are counted when the dataset is read
+            folder = cohort.dataset if cohort.dataset.is_absolute() else path.parent / cohort.dataset
+            if not (folder / "dataset.json").is_file():
+                issues.append(Issue(file, "cohort.dataset", str(cohort.dataset), f"no dataset.json in {folder}"))
     _check_space(entries, stage_dicts, n_positive, issues)
     if raw.get("kind") == "guidance_tuning":
         _check_tuning_space(entries, file, issues)
@@ -448,4 +452,6 @@ def load_study(path: str | Path) -> Study:
         )
     if study.cohort.manifest is not None and not study.cohort.manifest.is_absolute():
         update["cohort"] = study.cohort.model_copy(update={"manifest": (path.parent / study.cohort.manifest).resolve()})
+    if study.cohort.dataset is not None and not study.cohort.dataset.is_absolute():
+        update["cohort"] = study.cohort.model_copy(update={"dataset": (path.parent / study.cohort.dataset).resolve()})
     return study.model_copy(update=update)

@@ -11,7 +11,16 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from salient.models.configs import (
     AggregatorConfig,
     DetectorConfig,
@@ -89,20 +98,87 @@ class PreprocessSpec(Frozen):
 
 
 class CohortSpec(Frozen):
-    """Which cohort a study runs on: the built-in phantom or a manifest of NIfTI files."""
+    """Which cohort a study runs on: the built-in phantom, a manifest of NIfTI files, an nnU-Net v2
+    raw dataset or a Medical Segmentation Decathlon task (see :mod:`salient.platform.cohort.dataset`).
 
-    source: Literal["phantom", "manifest"] = "phantom"
+    For ``nnunet``/``msd`` the lesion is one label id of the multi-label maps (``lesion_label``,
+    an id or a name from dataset.json's ``labels``; optional when dataset.json has exactly one
+    foreground label); every other label is ignored. A case is positive when its label map
+    contains the lesion label, and its mask is ``label == lesion_label``.
+    """
+
+    source: Literal["phantom", "manifest", "nnunet", "msd"] = "phantom"
     manifest: Path | None = None
+    dataset: Path | None = Field(None, description="nnunet/msd: the DatasetNNN_Name or TaskNN_Name folder")
+    lesion_label: int | str | None = Field(
+        None, description="nnunet/msd: the lesion's label id, or its name in dataset.json labels"
+    )
+    channel: int | str = Field(0, description="nnunet/msd: the image channel used, an index or its name")
+    negatives: Literal["include", "exclude"] = Field(
+        "include", description="nnunet/msd: cases without the lesion label are negatives (include) or left out"
+    )
+    max_voxels: int | None = Field(
+        None, ge=1, description="voxels a NIfTI header may claim (default $SALIENT_MAX_VOXELS, else 1024**3)"
+    )
     phantom: PhantomSpec = PhantomSpec()
     preprocessing: PreprocessSpec = PreprocessSpec()
+
+    @field_validator("lesion_label", "channel", mode="before")
+    @classmethod
+    def _label_or_name(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, bool):  # YAML `yes`/`true` is not a label id
+            raise ValueError(f"{info.field_name} must be an integer id or a name, got {v!r}")
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                raise ValueError(f"{info.field_name} must not be empty")
+            if v.isascii() and v.isdigit():  # "2" from a command line is the id 2
+                return int(v)
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> CohortSpec:
         if self.source == "manifest" and self.manifest is None:
             raise ValueError("source 'manifest' needs cohort.manifest (a labels CSV)")
-        if self.source == "phantom" and self.manifest is not None:
-            raise ValueError("cohort.manifest is set but source is 'phantom'; set source: manifest to use it")
+        if self.source != "manifest" and self.manifest is not None:
+            raise ValueError(f"cohort.manifest is set but source is {self.source!r}; set source: manifest to use it")
+        if self.source in ("nnunet", "msd") and self.dataset is None:
+            raise ValueError(f"source {self.source!r} needs cohort.dataset (the dataset folder with dataset.json)")
+        if self.source not in ("nnunet", "msd"):
+            for name in ("dataset", "lesion_label", "channel", "negatives"):
+                if getattr(self, name) != CohortSpec.model_fields[name].default:
+                    raise ValueError(
+                        f"cohort.{name} applies to source nnunet or msd, not {self.source!r} "
+                        f"(got {getattr(self, name)!r})"
+                    )
+        if isinstance(self.lesion_label, int) and self.lesion_label < 1:
+            raise ValueError(f"lesion_label must be >= 1 (0 is background), got {self.lesion_label}")
+        if isinstance(self.channel, int) and self.channel < 0:
+            raise ValueError(f"channel must be >= 0, got {self.channel}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Fields added with the nnunet/msd sources are left out at their defaults, so a phantom or
+        # manifest study dumps - and hashes (study key, tuning key) - exactly as before they existed.
+        data: dict[str, Any] = handler(self)
+        for name in _COHORT_FIELDS_SINCE_DATASETS:
+            if name in data and getattr(self, name) == CohortSpec.model_fields[name].default:
+                del data[name]
+        return data
+
+    def describe(self) -> str:
+        """One line for the console: the source and where it is."""
+        if self.source == "phantom":
+            p = self.phantom
+            return f"phantom ({p.n_subjects} subjects, {p.n_positive} positive, seed {p.seed})"
+        if self.source == "manifest":
+            return f"manifest {self.manifest}"
+        label = "the only foreground label" if self.lesion_label is None else f"label {self.lesion_label!r}"
+        return f"{self.source} {self.dataset} (lesion: {label}; channel {self.channel!r}; negatives {self.negatives})"
+
+
+_COHORT_FIELDS_SINCE_DATASETS = ("dataset", "lesion_label", "channel", "negatives", "max_voxels")
 
 
 class StagesSpec(Frozen):

@@ -17,6 +17,7 @@ from salient.platform.errors import CohortError
 from salient.platform.study.schema import PhantomSpec, PreprocessSpec
 
 from tests.conftest import SMALL_PHANTOM
+from tests.platform.cohort_layouts import load_nifti
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -49,7 +50,7 @@ def test_phantom_tvr_spread_and_manifest(phantom_dir: Path) -> None:
     assert len(manifest.records) == SMALL_PHANTOM.n_subjects
     assert manifest.n_positive == SMALL_PHANTOM.n_positive
     pos = [r for r in manifest.records if r.label == 1]
-    tvr = {r.extra["tvr_class"]: [] for r in pos}
+    tvr: dict[str, list[float]] = {r.extra["tvr_class"]: [] for r in pos}
     for r in pos:
         tvr[r.extra["tvr_class"]].append(r.tvr)
         assert r.tvr is not None and r.tvr > 0
@@ -88,22 +89,22 @@ def broken_cohort(tmp_path: Path, phantom_dir: Path) -> Path:
     # 4. mask with the wrong shape
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), str(msk(neg[3])))
     # 5. NaN voxels in a float image
-    a = nib.load(str(img(neg[4])))
+    a = load_nifti(img(neg[4]))
     f = np.asarray(a.dataobj).astype(np.float32)
     f[0, 0, 0] = np.nan
     nib.save(nib.Nifti1Image(f, a.affine), str(img(neg[4])))
     # 6. positive with an empty mask
-    m = nib.load(str(msk(pos[0])))
+    m = load_nifti(msk(pos[0]))
     nib.save(nib.Nifti1Image(np.zeros(m.shape, np.uint8), m.affine), str(msk(pos[0])))
     # 7. mask shifted by 5 mm (affine mismatch) and with a label 2
-    m = nib.load(str(msk(pos[1])))
+    m = load_nifti(msk(pos[1]))
     aff = m.affine.copy()
     aff[0, 3] += 5.0
     mm = np.asarray(m.dataobj).copy()
     mm[mm == 1] = 2
     nib.save(nib.Nifti1Image(mm, aff), str(msk(pos[1])))
     # 8. negative with a lesion, 9. 2D image
-    m = nib.load(str(msk(neg[5])))
+    m = load_nifti(msk(neg[5]))
     mm = np.zeros(m.shape, np.uint8)
     mm[5, 5, 5] = 1
     nib.save(nib.Nifti1Image(mm, m.affine), str(msk(neg[5])))
@@ -153,7 +154,7 @@ def test_preprocessing_geometry_and_cache(tmp_path: Path, phantom_dir: Path) -> 
     assert subj.image.min() == -1.0  # air / lung is below the window
     assert set(np.unique(subj.mask)) <= {0, 1} and subj.mask.sum() > 0
     # resampled from 8 mm to 4 mm in-plane: lesion area grows ~4x per slice
-    raw = np.asarray(nib.load(str(rec.mask)).dataobj)
+    raw = np.asarray(load_nifti(rec.mask).dataobj)
     assert 2.0 < subj.mask.sum() / raw.sum() < 6.0
     # lesion voxels fall in the soft-tissue window: hematoma (65 HU) -> about (65+160)/400*2-1 = 0.125
     assert abs(float(np.median(subj.image[subj.mask.astype(bool)])) - 0.125) < 0.15
