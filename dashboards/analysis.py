@@ -23,12 +23,12 @@ Definitions (per seed size and prevalence, on the mean curve over repeats):
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from salient.dashboards import names
 
 __all__ = [
     "DoseSummary",
@@ -45,13 +45,12 @@ __all__ = [
     "tvr_gains",
 ]
 
-_PREV = re.compile(r"^(auprc|auroc)_p([0-9.eE+-]+)$")
 GROUP = ("seed_size", "prevalence")
 
 
 def prevalences(results: pd.DataFrame) -> list[float]:
     """The test prevalences a results table holds metrics for, ascending."""
-    found = {float(m.group(2)) for c in results.columns if (m := _PREV.match(str(c)))}
+    found = {parsed[1] for c in results.columns if (parsed := names.parse_prevalence_metric(str(c)))}
     return sorted(found)
 
 
@@ -79,7 +78,7 @@ def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
         )
     frames = []
     for p in prevalences(results):
-        col = f"{metric}_p{p:g}"
+        col = names.metric_name(metric, p)
         if col not in results.columns:
             continue
         frames.append(
@@ -90,8 +89,8 @@ def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
                     "repeat": results["repeat"] if "repeat" in results.columns else 0,
                     "prevalence": p,
                     "value": results[col].astype(float),
-                    "ci_low": results.get(f"{col}_ci_low", results[col]).astype(float),
-                    "ci_high": results.get(f"{col}_ci_high", results[col]).astype(float),
+                    "ci_low": results.get(names.metric_name(metric, p, "ci_low"), results[col]).astype(float),
+                    "ci_high": results.get(names.metric_name(metric, p, "ci_high"), results[col]).astype(float),
                 }
             )
         )

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from salient.dashboards import names
 from salient.dashboards.analysis import curve_table, dose_summaries, natural_order, prevalences
 
 __all__ = [
@@ -207,7 +208,7 @@ def optimal_dose_figure(results: pd.DataFrame, metric: str = "auprc") -> go.Figu
 def auprc_auroc_figure(results: pd.DataFrame) -> go.Figure:
     """AUPRC at every prevalence next to AUROC (prevalence-free), vs dose, one line per seed size."""
     prevs = prevalences(results)
-    cols = [f"auprc_p{p:g}" for p in prevs] + (["auroc"] if "auroc" in results.columns else [])
+    cols = [names.metric_name("auprc", p) for p in prevs] + (["auroc"] if "auroc" in results.columns else [])
     titles = [f"AUPRC @ {p:g}" for p in prevs] + (["AUROC"] if "auroc" in results.columns else [])
     fig = make_subplots(rows=1, cols=len(cols), subplot_titles=titles)
     frame = results.assign(seed_size=results["seed_size"] if "seed_size" in results.columns else "all")

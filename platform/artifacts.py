@@ -1,19 +1,24 @@
-"""Image artifacts for MLflow: a sample grid of synthetic pairs (PNG, written with Pillow) and
-the preview arrays the dashboards draw galleries and HU histograms from (``preview.npz``)."""
+"""A finished trial's files (its MLflow artifacts): the result, the resolved plan, the split, a
+sample grid of synthetic pairs (PNG, written with Pillow) and the preview arrays the dashboards
+draw galleries and HU histograms from. Names: :mod:`salient.dashboards.names`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
+from salient.dashboards import names
+from salient.platform.privacy import real_images_allowed, subject_tokens
 
-__all__ = ["PREVIEW_FILE", "sample_grid_png", "write_preview"]
+if TYPE_CHECKING:
+    from salient.platform.stages.trial import TrialPlan, TrialResult
 
-PREVIEW_FILE = "preview.npz"
+__all__ = ["sample_grid_png", "write_preview", "write_trial_artifacts"]
 
 
 def _to_rgb(image: torch.Tensor, mask: torch.Tensor | None, colour: tuple[int, int, int]) -> np.ndarray:
@@ -66,3 +71,31 @@ def write_preview(result: Any, hu_window: tuple[float, float], path: Path, real:
         arrays["synthetic_mask"] = result.preview["pseudo_mask"][:, 0].numpy().astype(np.uint8)
     np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
     return path
+
+
+def write_trial_artifacts(
+    folder: Path, plan: TrialPlan, result: TrialResult, events: Sequence[Mapping[str, Any]], trial_seconds: float
+) -> None:
+    """Write every artifact of a finished trial into ``folder`` (names in :mod:`salient.dashboards.names`)."""
+    study = plan.study
+    payload = {
+        "metrics": result.metrics,
+        "params": plan.params,
+        "settings": plan.settings(),
+        "stage_keys": result.stage_keys,
+        "trial_key": plan.trial_key,
+        "stages": list(events),
+        "split": result.split_fingerprint,
+        # the whole trainable (planning, slicing, stages, result files): for the overhead benchmark
+        "trial_seconds": trial_seconds,
+    }
+    (folder / names.ARTIFACT_RESULT).write_text(json.dumps(payload, indent=1, default=str))
+    (folder / names.ARTIFACT_PLAN).write_text(json.dumps(plan.to_json(), indent=1, default=str))
+    if result.preview is not None:
+        sample_grid_png(result.preview, folder / names.ARTIFACT_SAMPLES)
+    write_preview(
+        result, study.cohort.preprocessing.hu_window, folder / names.ARTIFACT_PREVIEW, real=real_images_allowed(study)
+    )
+    raw = study.tracking.log_subject_ids
+    ids = {role: subject_tokens(getattr(plan.split, role), raw) for role in plan.split.ROLES}
+    (folder / names.ARTIFACT_SPLIT).write_text(json.dumps({"hashed": not raw, **ids}, indent=1))

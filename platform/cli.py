@@ -2,6 +2,12 @@
 
 Exit codes: 0 success, 2 bad input (study file, cohort, arguments), 1 failure (a bug or the
 environment). Logging is configured here and nowhere else.
+
+Everything a user typed or named (study names, paths, URIs, parameter names and values, run
+names) is printed through :func:`_esc` or as :class:`~rich.text.Text`, never as Rich markup: a
+folder named ``runs[old]`` prints as ``runs[old]``, ``[link=...]`` is not a link, ``[/]`` does
+not raise. Numeric arguments are range-checked by argparse (exit 2 naming the argument), and
+output paths are checked writable before any work starts.
 """
 
 from __future__ import annotations
@@ -9,17 +15,55 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
-from salient.platform.errors import PlatformError
+from rich.text import Text
+from salient.platform.errors import PlatformError, clip
+from salient.platform.outputs import new_output_problem
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+#: Most characters of an error message printed (the message may quote a user's value).
+MAX_ERROR_CHARS = 20_000
+#: Most synthetic subjects one ``platform synth`` writes (each is a full CT volume); the same
+#: bound as ``salient.platform.synth.MAX_SYNTH_MASKS``, not imported to keep the CLI start fast.
+MAX_SYNTH_MASKS = 10_000
+#: Largest ``tune-guidance --trials`` (configurations searched).
+MAX_TUNING_TRIALS = 100_000
 log = logging.getLogger("salient.platform")
+
+
+def _esc(value: object) -> str:
+    """A user's string, safe to embed in Rich markup (printed exactly as typed)."""
+    return escape(str(value))
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """argparse ``type=``: a whole number in ``[low, high]``; anything else is a usage error
+    (exit 2) that names the argument and the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {clip(text)!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {clip(text)}")
+        return value
+
+    parse.__name__ = "whole number"  # argparse names the type in some messages
+    return parse
+
+
+def _check_output_file(path: str, what: str) -> None:
+    """Refuse an output file that cannot be written, before the command does any work."""
+    if (problem := new_output_problem(Path(path), what, folder=False)) is not None:
+        raise PlatformError(problem)
 
 
 def _print_plan(console: Console, study_path: str) -> int:
@@ -27,11 +71,11 @@ def _print_plan(console: Console, study_path: str) -> int:
 
     study = load_study(study_path)
     plan = build_plan(study)
-    console.print(f"[bold]study[/] {study.name}  ({study_path})")
+    console.print(f"[bold]study[/] {_esc(study.name)}  ({_esc(study_path)})")
     console.print(
         f"cohort: {study.cohort.source}"
         + (
-            f" {study.cohort.manifest}"
+            f" {_esc(study.cohort.manifest)}"
             if study.cohort.manifest
             else f" (phantom: {study.cohort.phantom.n_subjects} subjects, {study.cohort.phantom.n_positive} positive, "
             f"seed {study.cohort.phantom.seed})"
@@ -44,16 +88,16 @@ def _print_plan(console: Console, study_path: str) -> int:
     table = Table(title="trial plan (grid cells x repeats)")
     names = sorted({k for t in plan.trials for k in t.params})
     for col in ["trial", "repeat", *names]:
-        table.add_column(col)
+        table.add_column(Text(col))
     for t in plan.trials:
-        table.add_row(t.trial_id, str(t.repeat), *[str(t.params.get(n, "-")) for n in names])
+        table.add_row(Text(t.trial_id), str(t.repeat), *[Text(str(t.params.get(n, "-"))) for n in names])
     console.print(table)
     if plan.sampled:
         console.print(
             "sampled by "
             + study.sampler.name
             + ": "
-            + ", ".join(f"{n} ~ {s.kind}{list(s.candidate_values())}" for n, s in plan.sampled.items())
+            + ", ".join(_esc(f"{n} ~ {s.kind}{list(s.candidate_values())}") for n, s in plan.sampled.items())
         )
     if study.kind == "guidance_tuning":
         t = study.tuning
@@ -92,7 +136,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    console.print(f"done: MLflow run {result.parent_run_id} at {result.tracking_uri}")
+    console.print(f"done: MLflow run {_esc(result.parent_run_id)} at {_esc(result.tracking_uri)}")
     return EXIT_OK
 
 
@@ -105,17 +149,19 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
 def _cmd_synth(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.synth import resolve_generator, synthesize_cohort
 
-    source = resolve_generator(args.generator, args.tracking_uri)
     cohort = Path(args.cohort) if args.cohort else None
     if cohort is not None and not cohort.exists():
         raise PlatformError(f"--cohort {cohort}: no such file or folder")
-    console.print(f"generator: {source.entry}")
+    if (problem := new_output_problem(Path(args.out_dir), "OUT_DIR", folder=True)) is not None:
+        raise PlatformError(problem)
+    source = resolve_generator(args.generator, args.tracking_uri)
+    console.print(f"generator: {_esc(source.entry)}")
     manifest, written = synthesize_cohort(
         source, args.masks, Path(args.out_dir), seed=args.seed, cohort=cohort, progress=True
     )
     if written < args.masks:
         console.print(f"[yellow]MaskVAE3D drew only {written} non-empty masks in its allowed attempts[/]")
-    console.print(f"wrote {written} synthetic CT + mask pairs -> {manifest}")
+    console.print(f"wrote {written} synthetic CT + mask pairs -> {_esc(manifest)}")
     return EXIT_OK
 
 
@@ -138,11 +184,14 @@ def _default_tracking_uri(given: str | None) -> str:
 def _cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     from salient.dashboards.app import create_app, serve
     from salient.platform.results import MlflowResults
+    from salient.platform.tracking import store_exists
 
     uri = _default_tracking_uri(args.tracking_uri)
+    if not store_exists(uri):  # browsing must not create an empty store where the user mistyped
+        raise PlatformError(f"tracking URI {uri}: no MLflow store there (nothing to show)")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can read every study", args.host)
-    console.print(f"dashboard for {uri} at http://{args.host}:{args.port}/ (Ctrl-C stops it)")
+    console.print(f"dashboard for {_esc(uri)} at http://{_esc(args.host)}:{args.port}/ (Ctrl-C stops it)")
     serve(create_app(MlflowResults(uri)), host=args.host, port=args.port)
     return EXIT_OK
 
@@ -154,6 +203,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.pipeline import find_study
     from salient.platform.results import MlflowResults
 
+    _check_output_file(args.output, "-o")
     study, tracker, parent = find_study(args.study, args.tracking_uri)
     uri = tracker.uri
     if parent is None:
@@ -169,13 +219,14 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(render_report(view, f"SALIENT study {study.name}", meta), encoding="utf-8")
     tmp.replace(out)  # a reader never sees half a report
-    console.print(f"wrote {out} ({len(view.figures)} figures, {len(view.tables)} tables, {len(results)} trials)")
+    console.print(f"wrote {_esc(out)} ({len(view.figures)} figures, {len(view.tables)} tables, {len(results)} trials)")
     return EXIT_OK
 
 
 def _cmd_tune_guidance(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.guidance_tuning import run_guidance_tuning
 
+    _check_output_file(args.output, "-o")  # before the search: a result that cannot be saved is lost
     result = run_guidance_tuning(
         args.study,
         args.output,
@@ -198,14 +249,14 @@ def _cmd_tune_guidance(args: argparse.Namespace, console: Console) -> int:
         ("nfe", "{:.0f}"),
     ):
         table.add_row(name, fmt.format(d["objectives"][name]), fmt.format(c["objectives"][name]))
-    for name in c["guidance"]:
-        table.add_row(f"guidance.{name}", str(d["guidance"][name]), str(c["guidance"][name]))
+    for name in c["settings"]:
+        table.add_row(Text(str(name)), Text(str(d["settings"][name])), Text(str(c["settings"][name])))
     console.print(table)
     n_early = sum(r["stopped_early"] for r in result.rows)
     console.print(
         f"{len(result.rows)} configurations, {n_early} stopped early; Pareto front: {len(result.front)}; "
-        f"profile -> {result.profile} (use it in a study: guidance: {{profile: {result.profile}}}); "
-        f"MLflow run {result.parent_run_id}"
+        f"profile -> {_esc(result.profile)} (use it in a study: guidance: {{profile: {_esc(result.profile)}}}); "
+        f"MLflow run {_esc(result.parent_run_id)}"
     )
     return EXIT_OK
 
@@ -319,10 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_OR_PATH",
         help="MLflow run id of a trial with dose > 0, or its pool folder OUTPUT_DIR/stage_cache/pool/<key>",
     )
-    p.add_argument("--masks", type=int, required=True, metavar="N", help="lesion masks to draw (one subject each)")
+    p.add_argument(
+        "--masks",
+        type=_int_in(1, MAX_SYNTH_MASKS),
+        required=True,
+        metavar="N",
+        help=f"lesion masks to draw (one subject each), 1 to {MAX_SYNTH_MASKS}",
+    )
     p.add_argument("out_dir", metavar="OUT_DIR", help="new (or empty) folder for the synthetic cohort")
     p.add_argument("--tracking-uri", help="MLflow tracking URI for a run id (default: $MLFLOW_TRACKING_URI)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="0 to 2**32 - 1 (default 0)")
     p.add_argument("--cohort", metavar="DIR_OR_MANIFEST", help="take healthy hosts from this cohort instead")
     p.set_defaults(func=_cmd_synth)
 
@@ -336,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./salient_runs/mlflow.db if it exists)",
     )
-    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--port", type=_int_in(1, 65535), default=8050)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.set_defaults(func=_cmd_dashboard)
 
@@ -363,7 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_OR_PATH",
         help="a trained generator (trial run id or pool folder); default: train one on the cohort",
     )
-    p.add_argument("--trials", type=int, help="configurations to try (default: the study's sampler.n_trials)")
+    p.add_argument(
+        "--trials",
+        type=_int_in(1, MAX_TUNING_TRIALS),
+        help="configurations to try (default: the study's sampler.n_trials)",
+    )
     p.add_argument(
         "--study", default="studies/guidance_autotune.yaml", help="tuning study file (kind: guidance_tuning)"
     )
@@ -433,11 +494,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("alembic", "mlflow", "ray", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    console = Console(stderr=False)
+    # emoji=False: a user's ":name:" prints as typed. Markup stays on for the platform's own
+    # styling; user strings are escaped where they are printed.
+    console = Console(stderr=False, emoji=False)
     try:
         return int(args.func(args, console))
     except PlatformError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Input that is too deep or too large to parse is turned into a PlatformError where it is
+        # parsed (errors.input_limits, study.yaml_budget); a RecursionError or MemoryError that
+        # arrives here is a bug and stays exit 1.
+        print(f"error: {clip(str(exc), MAX_ERROR_CHARS)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted; rerun the same command (or add --resume) to continue", file=sys.stderr)
@@ -445,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything else is a failure, not the user's input
         if args.verbose:
             raise
-        print(f"failed: {type(exc).__name__}: {exc} (rerun with -v for the traceback)", file=sys.stderr)
+        detail = clip(str(exc), MAX_ERROR_CHARS) or "(no message)"
+        print(f"failed: {type(exc).__name__}: {detail} (rerun with -v for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -12,14 +12,10 @@ Metric names use ``_p<prevalence>`` (``auprc_p0.05``): MLflow rejects ``@`` in m
 from __future__ import annotations
 
 import numpy as np
+from salient.dashboards.names import metric_name
 from salient.models.metrics import auprc, auroc, bootstrap_stats, prevalence_subsample, tvr_strata
 
-__all__ = ["evaluate_subjects", "metric_name"]
-
-
-def metric_name(metric: str, prevalence: float | None = None, suffix: str = "") -> str:
-    base = metric if prevalence is None else f"{metric}_p{prevalence:g}"
-    return base + (f"_{suffix}" if suffix else "")
+__all__ = ["evaluate_subjects"]
 
 
 def evaluate_subjects(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,27 +34,29 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from salient.dashboards import names
 from salient.models.configs import DiffusionConfig, GuidanceConfig, UCMTConfig
 from salient.models.diffusion import ConditionalDiffusion
 from salient.models.metrics import band_energy_stats, dice_score, frechet_distance, ms_ssim, random_conv_extractor
 from salient.models.ucmt import DeepLabV3Plus, predict_masks
 from salient.platform.cohort.manifest import manifest_file
-from salient.platform.cohort.prepare import LoadedCohort
+from salient.platform.cohort.prepare import LoadedCohort, load_cohort
 from salient.platform.errors import PlatformError
 from salient.platform.hashing import content_hash
+from salient.platform.outputs import output_dir_problem
 from salient.platform.privacy import subject_tokens
-from salient.platform.slices import SliceSet, slice_set
 from salient.platform.stage_cache import StageCache, stage_key
-from salient.platform.stages import (
-    derive_seed,
-    diffusion_training_config,
-    train_diffusion,
-    train_ucmt,
-    ucmt_labeled_slices,
-    ucmt_unlabeled_slices,
-)
-from salient.platform.study.schema import Study, TuningWeights
-from salient.platform.synth import GeneratorSource
+from salient.platform.stages import DIFFUSION, UCMT
+from salient.platform.stages.base import Checkpoints, derive_seed
+from salient.platform.stages.diffusion import diffusion_training_config, train_diffusion
+from salient.platform.stages.generator import GeneratorSource
+from salient.platform.stages.slices import SliceSet, slice_set
+from salient.platform.stages.ucmt import train_ucmt, ucmt_labeled_slices, ucmt_unlabeled_slices, unlabeled_cap
+from salient.platform.study.loader import GUIDANCE_PREFIX, PROFILE_VERSION, load_study
+from salient.platform.study.schema import CohortSpec, Study, TuningWeights
+from salient.platform.synth import resolve_generator
+from salient.platform.tracking import study_tracker
+from salient.platform.tune_adapter import run_rung_search
 
 __all__ = [
     "OBJECTIVES",
@@ -71,12 +73,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-PROFILE_VERSION = 1
 #: objective -> direction; the Pareto front is taken over these.
 OBJECTIVES = {"mask_dice": "max", "frechet_distance": "min", "band_energy_distance": "min", "nfe": "min"}
 #: What :func:`evaluate_guidance` returns and a tuning trial keeps: the objectives and the rest.
 REPORTED = (*OBJECTIVES, "ms_ssim", "sampling_seconds_per_slice", "n_slices")
-GUIDANCE_PREFIX = "diffusion.guidance."
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,19 @@ class TuningSetup:
 
 
 def guidance_from_values(base: GuidanceConfig, values: Mapping[str, Any]) -> GuidanceConfig:
-    """``base`` with ``diffusion.guidance.X`` (or bare ``X``) values applied."""
+    """``base`` with ``diffusion.guidance.X`` values applied (the one spelling of a setting)."""
     fields = {f.name for f in dataclasses.fields(GuidanceConfig)}
-    update = {k.removeprefix(GUIDANCE_PREFIX): v for k, v in values.items()}
-    unknown = sorted(set(update) - fields)
-    if unknown:
-        raise ValueError(f"unknown guidance setting(s) {unknown}; known: {sorted(fields)}")
-    return dataclasses.replace(base, **update)
+    wrong = sorted(
+        k for k in values if not k.startswith(GUIDANCE_PREFIX) or k.removeprefix(GUIDANCE_PREFIX) not in fields
+    )
+    if wrong:
+        raise ValueError(f"unknown guidance setting(s) {wrong}; known: {[GUIDANCE_PREFIX + f for f in sorted(fields)]}")
+    return dataclasses.replace(base, **{k.removeprefix(GUIDANCE_PREFIX): v for k, v in values.items()})
+
+
+def guidance_settings(guidance: GuidanceConfig) -> dict[str, Any]:
+    """A guidance config as settings by path (``diffusion.guidance.s_mask: 2.0``, ...)."""
+    return {GUIDANCE_PREFIX + k: v for k, v in dataclasses.asdict(guidance).items()}
 
 
 def load_models(setup: TuningSetup) -> tuple[ConditionalDiffusion, DeepLabV3Plus]:
@@ -147,6 +153,17 @@ def evaluate_guidance(
     if min(real.shape[-2:]) >= 16:
         out["ms_ssim"] = ms_ssim(synthetic, real).value
     return out
+
+
+def score_rungs(setup: TuningSetup, values: dict[str, Any]) -> Iterator[dict[str, float]]:
+    """One configuration's objectives and score on each early-stopping rung (the models are
+    loaded once per configuration, not per rung)."""
+    guidance = guidance_from_values(setup.diffusion_cfg.guidance, values)
+    models = load_models(setup)
+    for n in setup.rungs:
+        objectives = evaluate_guidance(setup, guidance, n, models)
+        assert setup.baseline is not None, "the default guidance is scored first"
+        yield {**objectives, "score": score(objectives, setup.baseline, setup.weights)}
 
 
 def score(objectives: Mapping[str, float], baseline: Mapping[str, float], weights: TuningWeights) -> float:
@@ -207,7 +224,7 @@ def prepare_tuning(
     if generator is not None:
         stages = generator.stages
         diffusion_cfg, ucmt_cfg = stages.diffusion, stages.ucmt
-        diffusion_state, ucmt_state = generator.load("diffusion")["ema"], generator.load("ucmt")["teacher"]
+        diffusion_state, ucmt_state = generator.load(DIFFUSION)["ema"], generator.load(UCMT)["teacher"]
         trained_on = set(generator.record.trained_on)
         held = [s for s in positives if s not in trained_on]
         source = str(generator.entry)
@@ -266,12 +283,12 @@ def _train_generator(
     diff, _ = cache.get_or_compute(
         diff_key,
         lambda: train_diffusion(
-            stages.diffusion, train_set, derive_seed(study.seed, "tuning-diffusion"), cache, diff_key
+            stages.diffusion, train_set, derive_seed(study.seed, "tuning-diffusion"), Checkpoints(cache, diff_key)
         ),
     )
     negatives = sorted(s.subject for s in cohort.subjects.values() if s.label == 0)
     unlabeled = ucmt_unlabeled_slices(
-        cohort.subjects, negatives, derive_seed(study.seed, "tuning-ucmt-unlabeled"), 8 * max(len(train_set), 16)
+        cohort.subjects, negatives, derive_seed(study.seed, "tuning-ucmt-unlabeled"), unlabeled_cap(len(train_set))
     )
     ucmt_key = stage_key("ucmt", dataclasses.asdict(stages.ucmt), data=(tuple(train), tuple(negatives)), **base)
     log.info("generator for tuning: UCMT teacher, %d steps", stages.ucmt.train_steps)
@@ -279,11 +296,10 @@ def _train_generator(
         ucmt_key,
         lambda: train_ucmt(
             stages.ucmt,
-            ucmt_labeled_slices(train_set, 0, study.seed),
+            ucmt_labeled_slices(train_set, derive_seed(study.seed, 0, "ucmt-labeled")),
             unlabeled,
             derive_seed(study.seed, "tuning-ucmt"),
-            cache,
-            ucmt_key,
+            Checkpoints(cache, ucmt_key),
         ),
     )
     return diff["ema"], ucmt["teacher"]
@@ -297,21 +313,21 @@ def profile_document(
     weights: TuningWeights,
     counts: Mapping[str, int],
 ) -> dict[str, Any]:
-    """The guidance profile written to YAML (``guidance`` is what a study applies)."""
+    """The guidance profile written to YAML (``settings`` is what a study applies)."""
 
     def clean(values: Mapping[str, Any]) -> dict[str, Any]:
         return {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in values.items()}
 
     return {
         "salient_guidance_profile": PROFILE_VERSION,
-        "guidance": clean(chosen["guidance"]),
+        "settings": clean(chosen["settings"]),
         "objectives": clean(chosen["objectives"]),
-        "default_guidance": {"guidance": clean(default["guidance"]), "objectives": clean(default["objectives"])},
+        "default": {"settings": clean(default["settings"]), "objectives": clean(default["objectives"])},
         "scalarisation": {
             "formula": "score = w_dice*Dice - w_frechet*FD/FD0 - w_band*B/B0 - w_cost*NFE/NFE0 (0: default guidance)",
             "weights": weights.model_dump(),
         },
-        "pareto_front": [{"guidance": clean(r["guidance"]), "objectives": clean(r["objectives"])} for r in front],
+        "pareto_front": [{"settings": clean(r["settings"]), "objectives": clean(r["objectives"])} for r in front],
         "trials": dict(counts),
         **{k: v for k, v in provenance.items()},
     }
@@ -348,12 +364,6 @@ def run_guidance_tuning(
 ) -> TuningResult:
     """`platform tune-guidance`: tune, write the profile, log the search to MLflow."""
     from rich.console import Console
-    from salient.platform.cohort.prepare import load_cohort
-    from salient.platform.pipeline import output_dir_problem, study_tracker
-    from salient.platform.study import load_study
-    from salient.platform.study.schema import CohortSpec
-    from salient.platform.synth import resolve_generator
-    from salient.platform.tune_adapter import run_guidance_search
 
     console = console or Console()
     study = load_study(study_path)
@@ -385,7 +395,7 @@ def run_guidance_tuning(
     baseline = evaluate_guidance(setup, default_guidance, setup.rungs[-1])
     setup = dataclasses.replace(setup, baseline=baseline)
     default = {
-        "guidance": dataclasses.asdict(default_guidance),
+        "settings": guidance_settings(default_guidance),
         "objectives": {**baseline, "score": score(baseline, baseline, setup.weights)},
     }
     console.print(
@@ -406,13 +416,23 @@ def run_guidance_tuning(
             + (" (stopped early)" if row["stopped_early"] else "")
         )
 
-    rows = run_guidance_search(study, setup, trials, experiment, address or study.ray.address, on_result)
+    rows = run_rung_search(
+        study,
+        score_rungs,
+        setup,
+        len(setup.rungs),
+        trials,
+        experiment,
+        address or study.ray.address,
+        on_result,
+        REPORTED,
+    )
     full = [r for r in rows if not r["stopped_early"]]
     if not full:
         raise RuntimeError("every guidance trial failed or was stopped; see the Ray logs under output_dir/ray_results")
     best = max(full, key=lambda r: r["objectives"]["score"])
     chosen = {
-        "guidance": dataclasses.asdict(guidance_from_values(default_guidance, best["values"])),
+        "settings": guidance_settings(guidance_from_values(default_guidance, best["values"])),
         "objectives": best["objectives"],
     }
     if best["objectives"]["score"] <= default["objectives"]["score"]:
@@ -420,7 +440,7 @@ def run_guidance_tuning(
         console.print("[yellow]no configuration beat the default guidance; the profile keeps the default[/]")
     candidates = [default] + [
         {
-            "guidance": dataclasses.asdict(guidance_from_values(default_guidance, r["values"])),
+            "settings": guidance_settings(guidance_from_values(default_guidance, r["values"])),
             "objectives": r["objectives"],
         }
         for r in full
@@ -434,26 +454,26 @@ def run_guidance_tuning(
     params = {
         "study_file": str(study_path),
         "kind": study.kind,
-        "objective": "score",
-        "mode": "max",
+        names.PARAM_OBJECTIVE: "score",
+        names.PARAM_MODE: "max",
         "n_trials": trials,
     }
-    parent, _ = tracker.start_study(key, study.name, params, {"salient.kind": "study"})
+    parent, _ = tracker.start_study(key, study.name, params, {names.TAG_KIND: names.KIND_STUDY})
     tracker.log_trial(
         f"{key}-default",
         "default",
-        {f"diffusion.guidance.{k}": v for k, v in default["guidance"].items()},
+        default["settings"],
         default["objectives"],
-        {"salient.pareto": str(any(c is default for c in front))},
+        {names.TAG_PARETO: str(any(c is default for c in front))},
     )
     for i, row in enumerate(rows):
-        values = dataclasses.asdict(guidance_from_values(default_guidance, row["values"]))
+        values = guidance_settings(guidance_from_values(default_guidance, row["values"]))
         tracker.log_trial(
             f"{key}-{i}",
             f"guidance-{i:03d}",
-            {f"diffusion.guidance.{k}": v for k, v in values.items()},
+            values,
             {**row["objectives"], "stopped_early": float(row["stopped_early"])},
-            {"salient.stopped_early": str(row["stopped_early"])},
+            {names.TAG_STOPPED_EARLY: str(row["stopped_early"])},
         )
     tracker.log_parent_artifact(profile)
     tracker.finish_study("FINISHED")

@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from salient.platform.artifacts import PREVIEW_FILE
+from salient.dashboards import names
 
 __all__ = ["MlflowResults", "StudyInfo", "parse_param"]
 
 log = logging.getLogger(__name__)
-_HIDDEN = ("stage_key.", "git_revision", "code_version", "cohort_fingerprint", "config_hash")
 
 
 def parse_param(text: str) -> Any:
@@ -60,7 +59,7 @@ class MlflowResults:
         out = []
         for exp in self.client.search_experiments():
             for run in self.client.search_runs(
-                [exp.experiment_id], filter_string="tags.`salient.kind` = 'study'", max_results=1000
+                [exp.experiment_id], filter_string=f"tags.`{names.TAG_KIND}` = '{names.KIND_STUDY}'", max_results=1000
             ):
                 out.append(
                     StudyInfo(
@@ -81,13 +80,13 @@ class MlflowResults:
         parent = self.client.get_run(study_run_id)
         runs = self.client.search_runs(
             [parent.info.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{study_run_id}' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{names.TAG_PARENT}` = '{study_run_id}' and attributes.status = 'FINISHED'",
             max_results=5000,
         )
         rows: list[dict[str, Any]] = []
         param_names: set[str] = set()
         for r in runs:
-            params = {k: parse_param(v) for k, v in r.data.params.items() if not k.startswith(_HIDDEN)}
+            params = {k: parse_param(v) for k, v in r.data.params.items() if not k.startswith(names.PROVENANCE_PARAMS)}
             param_names.update(params)
             rows.append({"trial": r.info.run_name, "run_id": r.info.run_id, **params, **r.data.metrics})
         frame = pd.DataFrame(rows)
@@ -99,11 +98,11 @@ class MlflowResults:
     def preview(self, trial_run_id: str) -> dict[str, np.ndarray] | None:
         """A trial's preview arrays (real and synthetic lesion slices with masks), if it has them."""
         try:
-            names = {a.path for a in self.client.list_artifacts(trial_run_id)}
-            if PREVIEW_FILE not in names:
+            stored = {a.path for a in self.client.list_artifacts(trial_run_id)}
+            if names.ARTIFACT_PREVIEW not in stored:
                 return None
             with tempfile.TemporaryDirectory() as d:
-                path = Path(self.client.download_artifacts(trial_run_id, PREVIEW_FILE, d))
+                path = Path(self.client.download_artifacts(trial_run_id, names.ARTIFACT_PREVIEW, d))
                 with np.load(path) as z:  # read inside the temporary folder, before it goes
                     return {k: z[k] for k in z.files}
         except Exception as exc:  # a missing or unreadable artifact must not break a dashboard

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from salient.platform.cohort.manifest import SubjectRecord
@@ -30,6 +31,9 @@ class Split:
     unlabeled: tuple[str, ...]
     test: tuple[str, ...]
 
+    #: The roles, in the order the fingerprint hashes them.
+    ROLES: ClassVar[tuple[str, ...]] = ("seed_positive", "train_negative", "unlabeled", "test")
+
     @property
     def labeled(self) -> tuple[str, ...]:
         """Subjects with a known label for detector training."""
@@ -42,7 +46,7 @@ class Split:
             raise AssertionError(f"test subjects leaked into training: {sorted(leaked)[:5]}")
 
     def fingerprint(self) -> str:
-        text = "|".join(",".join(part) for part in (self.seed_positive, self.train_negative, self.unlabeled, self.test))
+        text = "|".join(",".join(getattr(self, role)) for role in self.ROLES)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -29,23 +29,25 @@ import torch
 from filelock import FileLock
 from salient.platform.hashing import content_hash
 
-__all__ = ["CODE_VERSION", "StageCache", "StageKey", "code_version", "stage_key"]
+__all__ = ["CODE_VERSION", "VERSIONED_PACKAGES", "StageCache", "StageKey", "code_version", "stage_key"]
+
+
+#: The packages whose source determines what a stage computes: the models and the stages (with
+#: their slicing and generator glue). Every ``.py`` file in them is hashed, so a new module can
+#: never be forgotten. Splits are not here: a changed split changes the subject ids in the key.
+VERSIONED_PACKAGES = ("salient.models", "salient.platform.stages")
 
 
 def code_version() -> str:
-    """Hash of the model code and the stage code: editing either invalidates cached outputs."""
+    """Hash of the sources of :data:`VERSIONED_PACKAGES`: editing any of them invalidates cached outputs."""
     h = hashlib.sha256()
-    for package in ("salient.models",):
+    for package in VERSIONED_PACKAGES:
         spec = importlib.util.find_spec(package)
         assert spec is not None and spec.submodule_search_locations is not None
         for folder in spec.submodule_search_locations:
-            for path in sorted(Path(folder).glob("*.py")):
-                h.update(path.name.encode())
+            for path in sorted(Path(folder).rglob("*.py")):
+                h.update(path.relative_to(folder).as_posix().encode())
                 h.update(path.read_bytes())
-    for module in ("salient.platform.stages", "salient.platform.slices", "salient.platform.splits"):
-        spec = importlib.util.find_spec(module)
-        assert spec is not None and spec.origin is not None
-        h.update(Path(spec.origin).read_bytes())
     return h.hexdigest()[:12]
 
 

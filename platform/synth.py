@@ -25,20 +25,23 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
+from salient.dashboards import names
 from salient.platform.cohort.manifest import manifest_file
 from salient.platform.cohort.preprocess import PreprocessedSubject
-from salient.platform.errors import PlatformError
+from salient.platform.errors import PlatformError, clip, input_limits
+from salient.platform.outputs import new_output_problem
 from salient.platform.privacy import subject_token
-from salient.platform.stage_cache import CODE_VERSION, StageCache, StageKey
-from salient.platform.stages import (
+from salient.platform.stage_cache import CODE_VERSION
+from salient.platform.stages import DIFFUSION, GENERATOR_STAGES, MASK_VAE, POOL, UCMT
+from salient.platform.stages.generator import (
     GeneratorRecord,
+    GeneratorSource,
     draw_lesion_blocks,
     load_generators,
     sample_blocks,
@@ -46,55 +49,81 @@ from salient.platform.stages import (
 )
 from salient.platform.study.schema import CohortSpec, PreprocessSpec, StagesSpec
 
-__all__ = ["STAGE_CACHE_PARAM", "GeneratorSource", "resolve_generator", "synthesize_cohort", "zhw_to_nifti"]
+__all__ = ["GeneratorSource", "resolve_generator", "synthesize_cohort", "zhw_to_nifti"]
 
-#: Parent-run param that records where a study's stage cache lives (for resolving run ids).
-STAGE_CACHE_PARAM = "stage_cache"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+#: Most subjects one call writes (each is a full CT volume); the CLI enforces the same bound.
+MAX_SYNTH_MASKS = 10_000
 
 
-@dataclass(frozen=True)
-class GeneratorSource:
-    """A trained generator: the pool entry that recorded it and its decoded record."""
+#: Largest generator ``meta.json`` read (it lists the host subjects: kB to a few MB).
+MAX_META_BYTES = 64 << 20
+_KEY_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 
-    entry: Path  # OUTPUT_DIR/stage_cache/pool/<key>
-    record: GeneratorRecord
 
-    @property
-    def cache(self) -> StageCache:
-        return StageCache(self.entry.parent.parent)
+def _read_meta(meta_file: Path, what: str) -> dict[str, Any]:
+    """A generator's ``meta.json`` as a dict; anything else is the user's bad input (exit 2)."""
+    try:
+        with meta_file.open("rb") as fh:
+            data = fh.read(MAX_META_BYTES + 1)
+    except OSError as exc:
+        raise PlatformError(f"{what}: {meta_file} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_META_BYTES:
+        raise PlatformError(f"{what}: {meta_file} is larger than {MAX_META_BYTES} bytes; not a generator record")
+    try:
+        with input_limits(f"{what}: {meta_file}"):
+            meta = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PlatformError(f"{what}: {meta_file} is not valid JSON: {clip(str(exc))}") from None
+    if not isinstance(meta, dict):
+        raise PlatformError(f"{what}: {meta_file} must hold a JSON object, got {clip(repr(meta))}")
+    return meta
 
-    @property
-    def output_dir(self) -> Path:
-        """The study output folder that holds the stage cache (and the phantom / slice caches)."""
-        return self.entry.parent.parent.parent
 
-    @property
-    def stages(self) -> StagesSpec:
-        """The generator's model configs (MaskVAE3D, diffusion, UCMT; the rest are defaults)."""
-        return StagesSpec.model_validate(self.record.stages)
+def _meta_error(exc: Any, where: str, meta_file: Path, what: str) -> PlatformError:
+    first = exc.errors()[0]
+    loc = ".".join([where, *(str(x) for x in first["loc"])])
+    msg = first["msg"].removeprefix("Value error, ")
+    return PlatformError(
+        f"{what}: {meta_file}: {loc}: {msg} (got {clip(repr(first.get('input')))}); "
+        f"{exc.error_count()} problem(s) - not a generator record this platform wrote"
+    )
 
-    def load(self, model: str) -> Any:
-        """The cached output of one of the generator's models: ``mask_vae``, ``diffusion`` or ``ucmt``."""
-        key = StageKey(*getattr(self.record, model).split("/"))
-        if not self.cache.has(key):
-            raise PlatformError(f"the generator's {model} output {self.cache.entry(key)} is missing")
-        return self.cache.load(key)
+
+def _generator_record(raw: Any, meta_file: Path, what: str) -> GeneratorRecord:
+    """``meta.json["generator"]`` checked field by field (types, configs, model keys) before use."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        record = TypeAdapter(GeneratorRecord).validate_python(raw)
+    except ValidationError as exc:
+        raise _meta_error(exc, "generator", meta_file, what) from None
+    for field, model in (("stages", StagesSpec), ("cohort", CohortSpec)):
+        try:
+            model.model_validate(getattr(record, field))
+        except ValidationError as exc:
+            raise _meta_error(exc, f"generator.{field}", meta_file, what) from None
+    for model in (MASK_VAE, DIFFUSION, UCMT):
+        key = getattr(record, model)
+        parts = key.split("/")
+        if len(parts) != 2 or not all(_KEY_PART.match(p) for p in parts) or ".." in parts:
+            raise PlatformError(f"{what}: {meta_file}: generator.{model} must be STAGE/KEY, got {clip(repr(key))}")
+    return record
 
 
 def _from_entry(entry: Path, what: str) -> GeneratorSource:
     meta_file = entry / "meta.json"
     if not meta_file.is_file():
         raise PlatformError(f"{what}: {entry} is not a finished stage-cache entry (no meta.json)")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("stage") != "pool":
+    meta = _read_meta(meta_file, what)
+    if meta.get("stage") != POOL:
         raise PlatformError(
             f"{what}: {entry} is a {meta.get('stage')!r} entry; a generator is named by its pool entry "
             "(OUTPUT_DIR/stage_cache/pool/<key>)"
         )
     if "generator" not in meta:
         raise PlatformError(f"{what}: {entry} was written before generators were recorded; rerun its study")
-    return GeneratorSource(entry, GeneratorRecord.from_json(meta["generator"]))
+    return GeneratorSource(entry, _generator_record(meta["generator"], meta_file, what))
 
 
 def resolve_generator(ref: str, tracking_uri: str | None = None) -> GeneratorSource:
@@ -116,16 +145,16 @@ def resolve_generator(ref: str, tracking_uri: str | None = None) -> GeneratorSou
     client = MlflowClient(tracking_uri=uri)
     try:
         run = client.get_run(ref)
-        parent_id = run.data.tags.get("mlflow.parentRunId")
+        parent_id = run.data.tags.get(names.TAG_PARENT)
         parent = client.get_run(parent_id) if parent_id else None
     except MlflowException as exc:
         raise PlatformError(f"--generator {ref}: no such run at {uri} ({exc.message})") from None
-    pool = run.data.params.get("stage_key.pool")
+    pool = run.data.params.get(names.PARAM_STAGE_KEY_PREFIX + POOL)
     if pool is None:
         raise PlatformError(
             f"--generator {ref}: run {run.info.run_name!r} trained no generator (dose 0?); pick a trial with dose > 0"
         )
-    root = parent.data.params.get(STAGE_CACHE_PARAM) if parent is not None else None
+    root = parent.data.params.get(names.PARAM_STAGE_CACHE) if parent is not None else None
     if root is None:
         raise PlatformError(f"--generator {ref}: its study run does not record where its stage cache is")
     return _from_entry(Path(root) / pool, f"--generator {ref}")
@@ -180,19 +209,23 @@ def synthesize_cohort(
         cohort: take healthy hosts from this cohort (folder or manifest) instead of the
             generator's own training hosts; it is preprocessed like the generator's cohort.
     """
-    if n_masks < 1:
-        raise PlatformError(f"--masks must be at least 1, got {n_masks}")
+    if isinstance(n_masks, bool) or not isinstance(n_masks, int) or not 1 <= n_masks <= MAX_SYNTH_MASKS:
+        raise PlatformError(f"--masks must be a whole number from 1 to {MAX_SYNTH_MASKS}, got {n_masks!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - 1:
+        raise PlatformError(f"--seed must be a whole number from 0 to 2**32 - 1, got {seed!r}")
+    if (problem := new_output_problem(out_dir, "OUT_DIR", folder=True)) is not None:
+        raise PlatformError(problem)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PlatformError(f"{out_dir} exists and is not empty; choose a new folder (nothing is overwritten)")
     rec = source.record
     stages = source.stages
-    states = {name: source.load(name) for name in ("mask_vae", "diffusion", "ucmt")}
+    states = {name: source.load(name) for name in GENERATOR_STAGES}
     hosts, prep = _hosts(source, cohort, progress)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     diffusion, vae = load_generators(
-        stages.diffusion, states["diffusion"]["ema"], stages.mask_vae, states["mask_vae"]["ema"]
+        stages.diffusion, states[DIFFUSION]["ema"], stages.mask_vae, states[MASK_VAE]["ema"]
     )
     extents = [(int(a), int(b)) for a, b in rec.extents]
     blocks = draw_lesion_blocks(vae, hosts, extents, g, rng, min_blocks=n_masks)[:n_masks]
@@ -209,7 +242,7 @@ def synthesize_cohort(
             items = list(track(items, description=f"synthesising {len(blocks)} lesions"))
         for i, block in items:
             syn = sample_blocks(diffusion, stages.diffusion, [block], hosts, g)[0]
-            pseudo = ucmt_labels(stages.ucmt, states["ucmt"]["teacher"], syn)
+            pseudo = ucmt_labels(stages.ucmt, states[UCMT]["teacher"], syn)
             host = hosts[block.host]
             z = slice(block.z0, block.z0 + len(syn))
             image = host.image.copy()
@@ -241,8 +274,8 @@ def synthesize_cohort(
             writer.writerows(rows)
         provenance = {
             "generator": str(source.entry),
-            "models": {"mask_vae": rec.mask_vae, "diffusion": rec.diffusion, "ucmt": rec.ucmt},
-            "guidance": rec.stages["diffusion"].get("guidance"),
+            "models": {name: getattr(rec, name) for name in GENERATOR_STAGES},
+            "guidance": rec.stages[DIFFUSION].get("guidance"),
             "seed": seed,
             "n_masks": len(blocks),
             "hosts": "cohort " + str(cohort) if cohort is not None else "the generator's training hosts",

@@ -12,6 +12,7 @@ nor duplicates runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import subprocess
@@ -19,17 +20,23 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from salient.dashboards.names import TAG_PARENT as PARENT
+from salient.dashboards.names import TAG_STUDY_KEY as STUDY_KEY
+from salient.dashboards.names import TAG_TRIAL_KEY as TRIAL_KEY
+from salient.platform.study.schema import Study
 
-__all__ = ["TRACKING_ERRORS", "Tracker", "default_tracking_uri", "git_revision"]
+__all__ = ["TRACKING_ERRORS", "Tracker", "default_tracking_uri", "git_revision", "store_exists", "study_tracker"]
 
 log = logging.getLogger(__name__)
-STUDY_KEY, TRIAL_KEY, PARENT = "salient.study_key", "salient.trial_key", "mlflow.parentRunId"
 _MAX_PARAM = 6000  # MLflow's limit on a param value
+#: MLflow's limits per ``log_batch`` request (params, metrics, tags).
+_BATCH = {"params": 100, "metrics": 1000, "tags": 100}
 #: What a tracking server that is down or restarting raises through the client.
 TRACKING_ERRORS: tuple[type[BaseException], ...] = (MlflowException, OSError, requests.RequestException)
 
@@ -37,6 +44,35 @@ TRACKING_ERRORS: tuple[type[BaseException], ...] = (MlflowException, OSError, re
 def default_tracking_uri(output_dir: Path) -> str:
     """The embedded store: a SQLite file in the study's output folder."""
     return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
+
+
+def study_tracker(study: Study, tracking_uri: str | None, create: bool = True) -> Tracker:
+    """The tracker of a study: ``tracking_uri``, else the study's ``tracking.uri``, else the
+    embedded store in its output folder (whose artifacts then live next to it). ``create=False``
+    opens it read-only (see :class:`Tracker`)."""
+    uri = tracking_uri or study.tracking.uri or default_tracking_uri(study.output_dir)
+    artifacts = None
+    if uri.startswith("sqlite:///") and not (tracking_uri or study.tracking.uri):
+        artifacts = (study.output_dir / "mlartifacts").resolve().as_uri()
+    return Tracker(uri, study.tracking.experiment or study.name, artifact_location=artifacts, create=create)
+
+
+def store_exists(uri: str) -> bool:
+    """False when ``uri`` names a local store (SQLite file, file-store folder) that is not there
+    (or an empty SQLite file, which MLflow would fill with tables); True otherwise, servers
+    included."""
+    if uri.startswith("sqlite://"):
+        path = uri[len("sqlite:///") :].split("?")[0] if uri.startswith("sqlite:///") else ""
+        if not path or path == ":memory:":
+            return True  # in memory: nothing on disk to create
+        file = Path(path)
+        return file.is_file() and file.stat().st_size > 0
+    scheme = urlparse(uri).scheme
+    if scheme == "file":
+        return Path(urlparse(uri).path).exists()
+    if scheme == "" or (len(scheme) == 1 and uri[1:2] == ":"):  # a plain path (or a Windows drive)
+        return Path(uri).exists()
+    return True
 
 
 def git_revision(cwd: Path | None = None) -> str:
@@ -66,11 +102,22 @@ class Tracker:
     experiment: experiment name; created with ``artifact_location`` if it does not exist.
     artifact_location: where a new experiment stores artifacts (the embedded default keeps them
         next to the SQLite file).
+    create: False opens the store read-only (``status``, ``report``): a store or experiment that
+        does not exist is neither created nor restored, and the tracker finds no runs.
     """
 
-    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None, *, create: bool = True):
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.read_only = not create
+        self.parent_id: str | None = None
+        #: None only for a read-only tracker whose store or experiment does not exist.
+        self.experiment_id: str | None = None
+        if self.read_only:
+            if store_exists(uri):  # opening a missing SQLite store would create it
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is not None and exp.lifecycle_stage != "deleted":
+                    self.experiment_id = exp.experiment_id
+            return
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
@@ -78,9 +125,20 @@ class Tracker:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             self.experiment_id = exp.experiment_id
-        self.parent_id: str | None = None
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        # Made on first use: a read-only tracker on a missing store never makes one.
+        return MlflowClient(tracking_uri=self.uri)
+
+    def _writable_experiment(self) -> str:
+        if self.read_only or self.experiment_id is None:
+            raise RuntimeError(f"tracker for {self.uri} was opened read-only; it does not write")
+        return self.experiment_id
 
     def _find(self, filter_string: str) -> list[Any]:
+        if self.experiment_id is None:
+            return []
         return list(self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1000))
 
     def find_study_run(self, study_key: str) -> Any | None:
@@ -102,10 +160,28 @@ class Tracker:
             self.parent_id = found.info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
             return self.parent_id, True
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={STUDY_KEY: study_key, **tags})
+        run = self.client.create_run(self._writable_experiment(), run_name=name, tags={STUDY_KEY: study_key, **tags})
         self.parent_id = run.info.run_id
-        self.client.log_batch(self.parent_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+        self._log_batch(self.parent_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
         return self.parent_id, False
+
+    def _log_batch(
+        self,
+        run_id: str,
+        metrics: list[Metric] | None = None,
+        params: list[Param] | None = None,
+        tags: list[RunTag] | None = None,
+    ) -> None:
+        """``log_batch`` in chunks within MLflow's per-request limits."""
+        metrics, params, tags = metrics or [], params or [], tags or []
+        while metrics or params or tags:
+            self.client.log_batch(
+                run_id,
+                metrics=metrics[: _BATCH["metrics"]],
+                params=params[: _BATCH["params"]],
+                tags=tags[: _BATCH["tags"]],
+            )
+            metrics, params, tags = metrics[_BATCH["metrics"] :], params[_BATCH["params"] :], tags[_BATCH["tags"] :]
 
     def log_parent_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         assert self.parent_id is not None
@@ -141,10 +217,10 @@ class Tracker:
                 return run.info.run_id, False
             self.client.delete_run(run.info.run_id)  # half-logged by a killed driver: redo it
         run = self.client.create_run(
-            self.experiment_id, run_name=name, tags={PARENT: self.parent_id, TRIAL_KEY: trial_key, **tags}
+            self._writable_experiment(), run_name=name, tags={PARENT: self.parent_id, TRIAL_KEY: trial_key, **tags}
         )
         rid = run.info.run_id
-        self.client.log_batch(
+        self._log_batch(
             rid,
             metrics=_metrics(metrics),
             params=[Param(k, _param_value(v)) for k, v in params.items()],

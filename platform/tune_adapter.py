@@ -29,23 +29,26 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 from ray.tune import Callback, Checkpoint
-from salient.platform.artifacts import PREVIEW_FILE, sample_grid_png, write_preview
+from salient.dashboards import names
+from salient.platform.artifacts import write_trial_artifacts
 from salient.platform.cohort.prepare import LoadedCohort
-from salient.platform.privacy import real_images_allowed, subject_tokens
+from salient.platform.outcome import TrialOutcome
 from salient.platform.stage_cache import StageCache
-from salient.platform.stages import StageEvent, configure_torch, plan_trial, run_trial
+from salient.platform.stages import DETECTOR
+from salient.platform.stages.base import StageEvent
+from salient.platform.stages.trial import TrialPlan, plan_trial, run_trial
 from salient.platform.study.plan import Plan, TrialSpec
 from salient.platform.study.schema import ParamSpec, Study
+from salient.platform.torch_runtime import configure_torch
 
-__all__ = ["FAIL_MODE_ENV", "FAIL_ONCE_ENV", "TrialOutcome", "make_sampler", "run_guidance_search", "run_with_tune"]
+__all__ = ["FAIL_MODE_ENV", "FAIL_ONCE_ENV", "TrialOutcome", "make_sampler", "run_rung_search", "run_with_tune"]
 
 log = logging.getLogger(__name__)
 #: Test hook (fault-injection tests only): a trial fails once, after its detector stage, when
@@ -53,24 +56,6 @@ log = logging.getLogger(__name__)
 FAIL_ONCE_ENV = "SALIENT_FAIL_ONCE"
 #: With FAIL_ONCE_ENV: "raise" (default) raises in the trial; "kill" SIGKILLs the trial's process.
 FAIL_MODE_ENV = "SALIENT_FAIL_MODE"
-RESULT_FILE = "trial_result.json"
-SPLIT_FILE = "split.json"  # subjects per role (hashed unless tracking.log_subject_ids)
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """What the driver gets back for one finished trial."""
-
-    trial_id: str
-    trial_key: str
-    repeat: int
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    stage_keys: dict[str, str]
-    stages: list[dict[str, Any]]
-    checkpoint_dir: str | None
-    trial_seconds: float | None = None  # wall time of the trainable that produced the result
-    split: str | None = None  # fingerprint of the trial's subject split (same seeds -> same split)
 
 
 def make_sampler(name: str, seed: int) -> Any:
@@ -116,18 +101,25 @@ class _DefineByRun:
 
 
 def _trainable(
-    config: dict[str, Any], study: Study, plan: Plan, pool_dose: float, cohort: LoadedCohort, cache_root: str, cpus: int
+    config: dict[str, Any],
+    study: Study,
+    plan: Plan,
+    resolved: dict[int, TrialPlan],
+    cohort: LoadedCohort,
+    cache_root: str,
+    cpus: int,
 ) -> None:
-    """One trial. ``config``: ``trial_index`` plus any sampled values."""
+    """One trial. ``config``: ``trial_index`` plus any sampled values; ``resolved``: the trial plans
+    the driver resolved already (grid trials), so a trial is planned once."""
     started = time.perf_counter()
     configure_torch(cpus)
     cell = plan.trials[int(config["trial_index"])]
-    params = {**cell.params, **{k: v for k, v in config.items() if k != "trial_index"}}
+    sampled = {k: v for k, v in config.items() if k != "trial_index"}
     metric = study.sampler.metric
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            done = Path(d) / RESULT_FILE
+            done = Path(d) / names.ARTIFACT_RESULT
             if done.is_file():  # finished before the driver stopped: report it again, train nothing
                 saved = json.loads(done.read_text())
                 tune.report({**saved["metrics"], "stage": "done", "restored": True}, checkpoint=checkpoint)
@@ -138,43 +130,25 @@ def _trainable(
         events.append({"stage": event.stage, "key": str(event.key), "reused": event.reused, "seconds": event.seconds})
         tune.report({metric: float("nan"), "stage": event.stage, "reused": event.reused, "seconds": event.seconds})
         fail_marker = os.environ.get(FAIL_ONCE_ENV)
-        if event.stage == "detector" and fail_marker and not Path(fail_marker).exists():
+        if event.stage == DETECTOR and fail_marker and not Path(fail_marker).exists():
             Path(fail_marker).write_text(f"failed {cell.trial_id} at {time.time()}\n")
             if os.environ.get(FAIL_MODE_ENV) == "kill":  # like the OOM killer: no exception, no cleanup
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"injected failure after the detector stage ({FAIL_ONCE_ENV}={fail_marker})")
 
-    trial_plan = plan_trial(study, params, cell.repeat, pool_dose, cohort)
-    result = run_trial(study, trial_plan, cohort, StageCache(cache_root), report)
+    trial_plan = resolved.get(cell.index) if not sampled else None
+    if trial_plan is None:
+        trial_plan = plan_trial(study, {**cell.params, **sampled}, cell.repeat, plan.pool_dose, cohort)
+    result = run_trial(trial_plan, cohort, StageCache(cache_root), report)
     with tempfile.TemporaryDirectory() as d:
-        payload = {
-            "metrics": result.metrics,
-            "params": params,
-            "stage_keys": result.stage_keys,
-            "trial_key": trial_plan.trial_key,
-            "stages": events,
-            "split": result.split_fingerprint,
-            # the whole trainable (planning, slicing, stages, result files): for the overhead benchmark
-            "trial_seconds": time.perf_counter() - started,
-        }
-        (Path(d) / RESULT_FILE).write_text(json.dumps(payload, indent=1, default=str))
-        if result.preview is not None:  # the pool was loaded once, by run_trial
-            sample_grid_png(result.preview, Path(d) / "samples.png")
-        write_preview(
-            result, study.cohort.preprocessing.hu_window, Path(d) / PREVIEW_FILE, real=real_images_allowed(study)
-        )
-        split = trial_plan.split
-        roles = ("seed_positive", "train_negative", "unlabeled", "test")
-        raw = study.tracking.log_subject_ids
-        ids = {role: subject_tokens(getattr(split, role), raw) for role in roles}
-        (Path(d) / SPLIT_FILE).write_text(json.dumps({"hashed": not raw, **ids}, indent=1))
+        write_trial_artifacts(Path(d), trial_plan, result, events, time.perf_counter() - started)
         tune.report({**result.metrics, "stage": "done", "restored": False}, checkpoint=Checkpoint.from_directory(d))
 
 
 def _outcome_from_checkpoint(path: str | None, cell: TrialSpec) -> TrialOutcome | None:
-    if path is None or not (Path(path) / RESULT_FILE).is_file():
+    if path is None or not (Path(path) / names.ARTIFACT_RESULT).is_file():
         return None
-    saved = json.loads((Path(path) / RESULT_FILE).read_text())
+    saved = json.loads((Path(path) / names.ARTIFACT_RESULT).read_text())
     return TrialOutcome(
         cell.trial_id,
         saved["trial_key"],
@@ -186,6 +160,7 @@ def _outcome_from_checkpoint(path: str | None, cell: TrialSpec) -> TrialOutcome 
         path,
         saved.get("trial_seconds"),
         saved.get("split"),
+        saved.get("settings", {}),
     )
 
 
@@ -254,6 +229,7 @@ def _init_ray(address: str | None) -> None:
 def run_with_tune(
     study: Study,
     plan: Plan,
+    resolved: dict[int, TrialPlan],
     cohort: LoadedCohort,
     output_dir: Path,
     experiment: str,
@@ -269,14 +245,13 @@ def run_with_tune(
     _init_ray(address)
     per_trial = study.resources.per_trial()
     cpus, gpus = per_trial.cpus, per_trial.gpus
-    pool_dose = max([float(t.params.get("dose", 0.0)) for t in plan.trials] + [0.0])
     storage = (output_dir / "ray_results").resolve()
     trainable = tune.with_resources(
         tune.with_parameters(
             _trainable,
             study=study,
             plan=plan,
-            pool_dose=pool_dose,
+            resolved=resolved,
             cohort=cohort,
             cache_root=str((output_dir / "stage_cache").resolve()),
             cpus=max(1, int(cpus)),
@@ -369,53 +344,55 @@ def _fit_groups(
             outcomes.append(outcome)
 
 
-# -- guidance auto-tuning (salient.platform.guidance_tuning) ---------------------------------------
+# -- searches scored rung by rung (guidance auto-tuning) ----------------------------------------
+
+#: ``(setup, values) -> one metrics dict per rung``: a configuration scored on growing budgets.
+RungScorer = Callable[[Any, dict[str, Any]], Iterator[dict[str, float]]]
 
 
-def _guidance_trainable(config: dict[str, Any], setup: Any, cpus: int) -> None:
-    """One guidance configuration, scored rung by rung (ASHA stops the poor ones after rung 1)."""
-    from salient.platform.guidance_tuning import evaluate_guidance, guidance_from_values, load_models, score
-
+def _rung_trainable(config: dict[str, Any], scorer: RungScorer, setup: Any, cpus: int) -> None:
+    """One configuration, reported rung by rung (ASHA stops the poor ones after rung 1)."""
     configure_torch(cpus)
-    values = {k: v for k, v in config.items() if k != "trial_index"}
-    guidance = guidance_from_values(setup.diffusion_cfg.guidance, values)
-    models = load_models(setup)  # once per configuration, not per rung
-    for n in setup.rungs:
-        objectives = evaluate_guidance(setup, guidance, n, models)
-        tune.report({**objectives, "score": score(objectives, setup.baseline, setup.weights)})
+    for metrics in scorer(setup, {k: v for k, v in config.items() if k != "trial_index"}):
+        tune.report(metrics)
 
 
-def run_guidance_search(
+def run_rung_search(
     study: Study,
+    scorer: RungScorer,
     setup: Any,
+    n_rungs: int,
     n_trials: int,
     experiment: str,
     address: str | None,
     on_result: Callable[[dict[str, Any]], None],
+    keep: tuple[str, ...],
+    metric: str = "score",
 ) -> list[dict[str, Any]]:
-    """Search the study's guidance entries with its Optuna sampler through Ray Tune, with ASHA
-    early stopping over the evaluation rungs. Returns one row per trial: its values, its last
-    reported objectives and whether ASHA stopped it early."""
+    """Search the study's sampled entries with its Optuna sampler through Ray Tune, with ASHA
+    early stopping over ``n_rungs`` rungs (reduction factor 2), maximising ``metric``.
+
+    Returns one row per trial: its ``values``, the ``objectives`` it last reported (the names in
+    ``keep``) and whether ASHA ``stopped_early``."""
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-    from salient.platform.guidance_tuning import REPORTED
 
     _init_ray(address)
     cpus = max(1, int(study.resources.per_trial().cpus))
     trainable = tune.with_resources(
-        tune.with_parameters(_guidance_trainable, setup=setup, cpus=cpus), {"cpu": cpus, "gpu": study.resources.gpus}
+        tune.with_parameters(_rung_trainable, scorer=scorer, setup=setup, cpus=cpus),
+        {"cpu": cpus, "gpu": study.resources.gpus},
     )
     sampled = {k: v for k, v in study.search_space.items() if not v.is_grid}
     fixed = {k: v.grid[0] for k, v in study.search_space.items() if v.is_grid and v.grid}
     search = OptunaSearch(
         space=_DefineByRun(TrialSpec(0, 0, fixed), sampled),
-        metric="score",
+        metric=metric,
         mode="max",
         sampler=make_sampler(study.sampler.name, study.sampler.seed),
     )
-    max_rungs = len(setup.rungs)
     scheduler = ASHAScheduler(
-        time_attr="training_iteration", max_t=max_rungs, grace_period=1, reduction_factor=2, metric="score", mode="max"
+        time_attr="training_iteration", max_t=n_rungs, grace_period=1, reduction_factor=2, metric=metric, mode="max"
     )
     storage = (study.output_dir / "ray_results").resolve()
     tuner = tune.Tuner(
@@ -434,13 +411,13 @@ def run_guidance_search(
     for i in range(len(grid)):
         result = grid[i]
         if result.error is not None or not result.metrics:
-            log.warning("guidance trial %d failed: %r", i, result.error)
+            log.warning("trial %d of %s failed: %r", i, experiment, result.error)
             continue
         values = {k: v for k, v in (result.config or {}).items() if k != "trial_index"}
         row = {
             "values": {**fixed, **values},
-            "objectives": {k: float(result.metrics[k]) for k in (*REPORTED, "score") if k in result.metrics},
-            "stopped_early": int(result.metrics.get("training_iteration", 0)) < max_rungs,
+            "objectives": {k: float(result.metrics[k]) for k in (*keep, metric) if k in result.metrics},
+            "stopped_early": int(result.metrics.get("training_iteration", 0)) < n_rungs,
         }
         rows.append(row)
         on_result(row)

@@ -20,7 +20,7 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Same CPU setting as trial workers (salient.platform.stages.configure_torch): torch 2.13's
+    # Same CPU setting as trial workers (salient.platform.torch_runtime.configure_torch): torch 2.13's
     # oneDNN AVX-512 1x1-conv backward kernel segfaults on some inputs.
     import torch
 

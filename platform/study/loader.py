@@ -1,7 +1,7 @@
 """Parse and validate a study file once, into a frozen :class:`~salient.platform.study.schema.Study`.
 
 Every problem found is reported (file, key path, value, rule), not just the first. YAML is read
-with ``yaml.safe_load`` only.
+with the safe loader only, within a budget (:mod:`~salient.platform.study.yaml_budget`).
 """
 
 from __future__ import annotations
@@ -10,42 +10,29 @@ import copy
 import csv
 import dataclasses
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
-from salient.models.configs import STAGE_CONFIGS, GuidanceConfig, stage_config
+from salient.models.configs import STAGE_CONFIGS, stage_config
 from salient.platform.errors import Issue, StudyError
+from salient.platform.study.params import AXES, ParamPath
 from salient.platform.study.schema import ParamSpec, StagesSpec, Study
+from salient.platform.study.yaml_budget import load_yaml_file
 
-__all__ = ["RESERVED_AXES", "load_search_space", "load_study", "read_yaml", "split_param_path"]
+__all__ = ["GUIDANCE_PREFIX", "PROFILE_VERSION", "load_search_space", "load_study", "read_yaml"]
 
-#: Search-space names that are not stage fields: the study's own axes.
-RESERVED_AXES = ("dose", "seed_size", "prevalence")
-_SEGMENT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")
+#: A guidance profile (``platform tune-guidance``) sets these paths only.
+GUIDANCE_PREFIX = "diffusion.guidance."
+#: Version of the guidance-profile format this loader reads (``salient_guidance_profile``).
+PROFILE_VERSION = 2
 
 
 def read_yaml(path: Path) -> Any:
-    """Read a YAML file with the safe loader; syntax errors become a :class:`StudyError`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StudyError.single(path, "", str(path), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StudyError.single(path, "", str(path), f"cannot be read: {exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise StudyError.single(
-            path,
-            where,
-            text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else "",
-            f"not valid YAML: {problem}",
-        ) from None
+    """Read a YAML file with the safe loader within a size, depth and alias budget
+    (:mod:`~salient.platform.study.yaml_budget`); every problem becomes a :class:`StudyError`."""
+    return load_yaml_file(path)
 
 
 def _loc_to_path(prefix: str, loc: tuple[Any, ...]) -> str:
@@ -86,9 +73,10 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 
 
 def _stage_dicts(
-    raw: Any, file: str, issues: list[Issue], profile_guidance: dict[str, Any] | None = None
+    raw: Any, file: str, issues: list[Issue], profile: Mapping[ParamPath, Any] | None = None
 ) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Merge the preset, a guidance profile and the study's per-stage overrides (plain dicts)."""
+    """Merge the preset, a guidance profile's settings and the study's per-stage overrides
+    (plain dicts; the study's own keys win over the profile)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -108,20 +96,19 @@ def _stage_dicts(
             issues.append(Issue(file, f"stages.{stage}", override, "must be a mapping of settings"))
             override = {}
         base = dataclasses.asdict(stage_config(stage, preset))
-        if stage == "diffusion" and profile_guidance:
-            base = _deep_merge(base, {"guidance": profile_guidance})
+        for path, value in (profile or {}).items():
+            if path.stage == stage:
+                base = path.set(base, value)
         merged[stage] = _deep_merge(base, override)
     return preset, merged
 
 
-GUIDANCE_FIELDS = tuple(f.name for f in dataclasses.fields(GuidanceConfig))
+def read_guidance_profile(raw: Any, study_file: Path, issues: list[Issue]) -> tuple[Path | None, dict[ParamPath, Any]]:
+    """``guidance: {profile: PATH}`` -> (profile path, its validated settings by path).
 
-
-def read_guidance_profile(raw: Any, study_file: Path, issues: list[Issue]) -> tuple[Path | None, dict[str, Any]]:
-    """``guidance: {profile: PATH}`` -> (profile path, its validated guidance values).
-
-    A profile is what ``platform tune-guidance`` writes: a mapping with a ``guidance`` mapping of
-    :class:`~salient.models.configs.GuidanceConfig` fields (plus objectives and provenance).
+    A profile is what ``platform tune-guidance`` writes: ``salient_guidance_profile: 2`` and a
+    ``settings`` mapping of ``diffusion.guidance.*`` paths to values (plus objectives and
+    provenance).
     """
     if raw is None:
         return None, {}
@@ -137,58 +124,36 @@ def read_guidance_profile(raw: Any, study_file: Path, issues: list[Issue]) -> tu
     except StudyError as exc:
         issues.extend(exc.issues)
         return None, {}
-    values = data.get("guidance") if isinstance(data, dict) else None
-    if not isinstance(values, dict):
-        issues.append(Issue(str(path), "guidance", values, "a guidance profile needs a 'guidance' mapping of values"))
-        return None, {}
-    unknown = sorted(str(k) for k in values if k not in GUIDANCE_FIELDS)  # YAML keys may be numbers
-    if unknown:
+    version = data.get("salient_guidance_profile") if isinstance(data, dict) else None
+    if version != PROFILE_VERSION:
         issues.append(
-            Issue(str(path), "guidance", unknown, f"unknown guidance setting(s); known: {list(GUIDANCE_FIELDS)}")
+            Issue(
+                str(path),
+                "salient_guidance_profile",
+                version,
+                f"not a version-{PROFILE_VERSION} guidance profile; write a new one with `platform tune-guidance`",
+            )
         )
         return None, {}
-    try:
-        TypeAdapter(GuidanceConfig).validate_python({**dataclasses.asdict(GuidanceConfig()), **values})
-    except ValidationError as exc:
-        issues.extend(_pydantic_issues(exc, str(path), "guidance", values))
+    settings = data.get("settings")
+    if not isinstance(settings, dict) or not settings:
+        issues.append(Issue(str(path), "settings", settings, f"a guidance profile needs {GUIDANCE_PREFIX}* settings"))
         return None, {}
-    return path.resolve(), dict(values)
-
-
-def split_param_path(name: str) -> tuple[str, list[tuple[str, int | None]]]:
-    """``diffusion.loss.band_weights[3]`` -> ("diffusion", [("loss", None), ("band_weights", 3)])."""
-    stage, _, rest = name.partition(".")
-    segments: list[tuple[str, int | None]] = []
-    for seg in rest.split(".") if rest else []:
-        m = _SEGMENT_RE.match(seg)
-        if not m:
-            raise ValueError(f"bad path segment {seg!r}")
-        segments.append((m.group(1), int(m.group(2)) if m.group(2) is not None else None))
-    return stage, segments
-
-
-def set_param(stage_dict: dict[str, Any], segments: list[tuple[str, int | None]], value: Any) -> dict[str, Any]:
-    """Return a copy of a stage's settings dict with the value at ``segments`` replaced."""
-    out = copy.deepcopy(stage_dict)
-    node: Any = out
-    for i, (key, index) in enumerate(segments):
-        last = i == len(segments) - 1
-        if not isinstance(node, dict) or key not in node:
-            raise KeyError(key)
-        if index is None:
-            if last:
-                node[key] = value
-            else:
-                node = node[key]
-        else:
-            seq = list(node[key]) if isinstance(node[key], (list, tuple)) else None
-            if seq is None or not 0 <= index < len(seq):
-                raise KeyError(f"{key}[{index}]")
-            if not last:
-                raise KeyError(f"{key}[{index}] is not a mapping")
-            seq[index] = value
-            node[key] = seq
-    return out
+    guidance = dataclasses.asdict(stage_config("diffusion"))
+    out: dict[ParamPath, Any] = {}
+    for name, value in settings.items():
+        where = f"settings.{name}"
+        if not str(name).startswith(GUIDANCE_PREFIX):
+            issues.append(Issue(str(path), where, name, f"a guidance profile sets {GUIDANCE_PREFIX}* only"))
+            continue
+        try:
+            param = ParamPath.parse(str(name))
+            param.validate(guidance, value)
+        except ValueError as exc:
+            issues.append(Issue(str(path), where, value, str(exc)))
+            continue
+        out[param] = value
+    return (path.resolve(), out) if len(out) == len(settings) else (None, {})
 
 
 def _resolve_file(name: str, study_file: Path) -> Path | None:
@@ -245,11 +210,10 @@ def load_search_space(raw: Any, study_file: Path, issues: list[Issue]) -> dict[s
 def _check_tuning_space(entries: dict[str, tuple[ParamSpec, str, str]], file: str, issues: list[Issue]) -> None:
     """A guidance-tuning study searches sampling guidance only."""
     for name, (_spec, where_file, base) in entries.items():
-        if name in RESERVED_AXES:
-            issues.append(
-                Issue(where_file, base, name, "a guidance_tuning study has no dose, seed_size or prevalence axis")
-            )
-        elif not name.startswith("diffusion.guidance."):
+        if name in AXES:
+            axes = ", ".join(list(AXES)[:-1]) + f" or {list(AXES)[-1]}"
+            issues.append(Issue(where_file, base, name, f"a guidance_tuning study has no {axes} axis"))
+        elif not name.startswith(GUIDANCE_PREFIX):
             issues.append(
                 Issue(
                     where_file,
@@ -288,15 +252,23 @@ def _check_space(
     issues: list[Issue],
 ) -> None:
     for name, (spec, file, base) in entries.items():
+        axis = AXES.get(name)
+        if axis is not None and not axis.trains and spec.kind != "grid":
+            issues.append(Issue(file, base, spec.kind, f"{name} is an evaluation axis: use grid"))
+            continue
+        path: ParamPath | None = None
+        if axis is None:
+            try:
+                path = ParamPath.parse(name)
+            except ValueError as exc:
+                issues.append(Issue(file, base, name, str(exc)))
+                continue
         for i, value in enumerate(spec.candidate_values()):
             where = f"{base}.{spec.kind}[{i}]" if spec.kind in ("grid", "choice") else f"{base}.{spec.kind}"
-            if name == "dose":
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                    issues.append(Issue(file, where, value, "dose (synthetic-to-real ratio) must be a number >= 0"))
-            elif name == "seed_size":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    issues.append(Issue(file, where, value, "seed_size must be a whole number >= 1"))
-                elif n_positive is not None and value >= n_positive:
+            if axis is not None:
+                if (why := axis.check(value)) is not None:
+                    issues.append(Issue(file, where, value, why))
+                elif name == "seed_size" and n_positive is not None and value >= n_positive:
                     issues.append(
                         Issue(
                             file,
@@ -306,39 +278,15 @@ def _check_space(
                             "(the held-out test set needs positives)",
                         )
                     )
-            elif name == "prevalence":
-                if spec.kind != "grid":
-                    issues.append(Issue(file, base, spec.kind, "prevalence is an evaluation axis: use grid"))
-                    break
-                if not isinstance(value, (int, float)) or not 0 < value < 1:
-                    issues.append(Issue(file, where, value, "prevalence must be in (0, 1)"))
-            else:
-                try:
-                    stage, segments = split_param_path(name)
-                except ValueError as exc:
+                continue
+            assert path is not None
+            try:
+                path.validate(stage_dicts[path.stage], value)
+            except ValueError as exc:
+                if " has no setting " in str(exc):  # the path itself is wrong: say it once
                     issues.append(Issue(file, base, name, str(exc)))
                     break
-                if stage not in STAGE_CONFIGS or not segments:
-                    issues.append(
-                        Issue(
-                            file,
-                            base,
-                            name,
-                            f"unknown parameter; use one of {list(RESERVED_AXES)} "
-                            f"or STAGE.FIELD with STAGE in {sorted(STAGE_CONFIGS)}",
-                        )
-                    )
-                    break
-                try:
-                    candidate = set_param(stage_dicts[stage], segments, value)
-                except KeyError as exc:
-                    issues.append(Issue(file, base, name, f"{stage} has no setting {exc.args[0]!r}"))
-                    break
-                try:
-                    TypeAdapter(STAGE_CONFIGS[stage]).validate_python(candidate)
-                except ValidationError as exc:
-                    msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-                    issues.append(Issue(file, where, value, msg))
+                issues.append(Issue(file, where, value, str(exc)))
         for cond, allowed in (spec.when or {}).items():
             if cond not in entries:
                 issues.append(
@@ -371,8 +319,8 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(raw, dict):
         raise StudyError.single(file, "", raw, "a study file must be a mapping of settings")
     issues: list[Issue] = []
-    profile_path, profile_guidance = read_guidance_profile(raw.get("guidance"), path, issues)
-    preset, stage_dicts = _stage_dicts(raw.get("stages"), file, issues, profile_guidance)
+    profile_path, profile = read_guidance_profile(raw.get("guidance"), path, issues)
+    preset, stage_dicts = _stage_dicts(raw.get("stages"), file, issues, profile)
 
     stages: StagesSpec | None = None
     resolved: dict[str, Any] = {"preset": preset}

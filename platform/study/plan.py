@@ -7,20 +7,15 @@ repeat. ``prevalence`` is an evaluation axis: it never multiplies training.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter
-from salient.models.configs import STAGE_CONFIGS
-from salient.platform.study.loader import set_param, split_param_path
-from salient.platform.study.schema import ParamSpec, StagesSpec, Study
+from salient.platform.stages import GENERATOR_STAGES
+from salient.platform.study.params import AXES, pool_dose
+from salient.platform.study.schema import ParamSpec, Study
 
-__all__ = ["GENERATOR_STAGES", "Plan", "TrialSpec", "apply_params", "build_plan", "generator_params"]
-
-#: Stages whose outputs make up one synthetic pool (shared by every dose of a generator).
-GENERATOR_STAGES = ("mask_vae", "diffusion", "ucmt")
+__all__ = ["Plan", "TrialSpec", "build_plan", "generator_params"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +39,8 @@ class Plan:
     sampled: dict[str, ParamSpec]
     n_samples: int
     prevalences: tuple[float, ...]
+    #: the dose every generator's pool is sized for (the largest any trial can take)
+    pool_dose: float
 
     @property
     def n_trials(self) -> int:
@@ -74,7 +71,7 @@ def _active(params: dict[str, Any], spec: ParamSpec) -> bool:
 
 
 def build_plan(study: Study) -> Plan:
-    grid = {n: s for n, s in study.search_space.items() if s.is_grid and n != "prevalence"}
+    grid = {n: s for n, s in study.search_space.items() if s.is_grid and (n not in AXES or AXES[n].trains)}
     sampled = {n: s for n, s in study.search_space.items() if not s.is_grid}
     names = list(grid)
     cells: list[dict[str, Any]] = []
@@ -83,7 +80,7 @@ def build_plan(study: Study) -> Plan:
         params = dict(zip(names, values, strict=True))
         # Conditional entries drop out where their condition fails; identical cells collapse.
         params = {n: v for n, v in params.items() if _active(params, grid[n])}
-        params.setdefault("dose", 0.0)
+        params.setdefault("dose", AXES["dose"].default)
         key = tuple(sorted((k, repr(v)) for k, v in params.items()))
         if key not in seen:
             seen.add(key)
@@ -93,17 +90,4 @@ def build_plan(study: Study) -> Plan:
         for i, (r, p) in enumerate((r, p) for r in range(study.repeats) for p in cells)
     )
     n_samples = study.sampler.n_trials if sampled else 1
-    return Plan(trials, sampled, n_samples, study.evaluation.prevalences)
-
-
-def apply_params(stages: StagesSpec, params: dict[str, Any]) -> StagesSpec:
-    """Return the stage configs with a trial's stage values (``STAGE.FIELD`` names) applied."""
-    per_stage: dict[str, dict[str, Any]] = {}
-    for name, value in params.items():
-        stage, segments = split_param_path(name)
-        if stage not in STAGE_CONFIGS or not segments:
-            continue
-        current = per_stage.get(stage) or dataclasses.asdict(getattr(stages, stage))
-        per_stage[stage] = set_param(current, segments, value)
-    changes = {s: TypeAdapter(STAGE_CONFIGS[s]).validate_python(d) for s, d in per_stage.items()}
-    return stages.model_copy(update=changes)
+    return Plan(trials, sampled, n_samples, study.evaluation.prevalences, pool_dose(study.search_space))

@@ -7,9 +7,10 @@ a :class:`Study`, and every stage receives the already validated pieces.
 from __future__ import annotations
 
 import builtins
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +29,7 @@ from salient.models.configs import (
     MaskVAEConfig,
     UCMTConfig,
 )
+from salient.platform.stages import STAGE_NAMES
 
 __all__ = [
     "CohortSpec",
@@ -49,9 +51,30 @@ __all__ = [
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "nsga2")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+#: A random seed: what numpy's ``RandomState`` and Optuna's samplers accept.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0 to 2**32 - 1")]
+
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    # allow_inf_nan=False: every number in a study is finite (YAML's .nan and .inf are refused
+    # with their key path); values typed Any are checked by the model that holds them.
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
+
+
+def first_non_finite(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` (a scalar or nested lists/tuples/dicts) the first NaN or infinity is,
+    as a suffix such as ``"[2]"`` (``""`` for ``value`` itself); None when every number is finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if (found := first_non_finite(item, f"{where}[{i}]")) is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if (found := first_non_finite(item, f"{where}.{key}")) is not None:
+                return found
+    return None
 
 
 class PhantomSpec(Frozen):
@@ -61,7 +84,7 @@ class PhantomSpec(Frozen):
     n_positive: int = Field(24, ge=2, description="subjects with a mediastinal hematoma")
     shape: tuple[int, int, int] = Field((64, 64, 24), description="voxels (x, y, z)")
     spacing: tuple[float, float, float] = Field((6.0, 6.0, 8.0), description="mm (x, y, z)")
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _check(self) -> PhantomSpec:
@@ -219,8 +242,17 @@ class ParamSpec(Frozen):
         values = getattr(self, kind)
         if kind in ("grid", "choice") and len(values) == 0:
             raise ValueError(f"{kind} needs at least one value")
+        if kind in ("grid", "choice"):
+            for i, v in enumerate(values):
+                if (at := first_non_finite(v)) == "":
+                    raise ValueError(f"{kind}[{i}] must be a finite number (not .nan or .inf), got {v!r}")
+                if at is not None:
+                    raise ValueError(f"{kind}[{i}] must hold finite numbers only (not .nan or .inf): {kind}[{i}]{at}")
         if kind in ("grid", "choice") and len({repr(v) for v in values}) != len(values):
             raise ValueError(f"{kind} values must be distinct, got {list(values)}")
+        for cond, allowed in (self.when or {}).items():
+            if first_non_finite(allowed) is not None:
+                raise ValueError(f"when.{cond} values must be finite (no .nan or .inf), got {list(allowed)}")
         if kind in ("uniform", "loguniform", "int") and not values[0] < values[1]:
             raise ValueError(f"{kind} needs [low, high] with low < high, got {list(values)}")
         if kind == "loguniform" and values[0] <= 0:
@@ -247,7 +279,7 @@ class SamplerSpec(Frozen):
 
     name: Literal["grid", "random", "tpe", "gp", "cmaes", "nsga2"] = "grid"
     n_trials: int = Field(1, ge=1, description="sampled configurations per grid cell and repeat")
-    seed: int = 0
+    seed: Seed = 0
     metric: str = "auprc"
     mode: Literal["max", "min"] = "max"
 
@@ -283,15 +315,22 @@ class ResourceSpec(Frozen):
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)
     max_concurrent: int = Field(2, ge=1)
-    stages: dict[Literal["mask_vae", "diffusion", "ucmt", "detector", "aggregator"], StageResources] = {}
+    stages: dict[str, StageResources] = {}
     retries: int = Field(2, ge=0, description="times a failed trial is retried from its checkpoint")
 
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, v: dict[str, StageResources]) -> dict[str, StageResources]:
+        if unknown := sorted(set(v) - set(STAGE_NAMES)):
+            raise ValueError(f"unknown stage(s) {unknown}; stages: {list(STAGE_NAMES)}")
+        return v
+
     def for_stage(self, stage: str) -> StageResources:
-        return self.stages.get(stage, StageResources(cpus=self.cpus, gpus=self.gpus))  # type: ignore[call-overload]
+        return self.stages.get(stage, StageResources(cpus=self.cpus, gpus=self.gpus))
 
     def per_trial(self) -> StageResources:
         """What one trial asks for: it runs all its stages in one process, so the largest request."""
-        res = [self.for_stage(s) for s in ("mask_vae", "diffusion", "ucmt", "detector", "aggregator")]
+        res = [self.for_stage(s) for s in STAGE_NAMES]
         return StageResources(cpus=max(r.cpus for r in res), gpus=max(r.gpus for r in res))
 
 
@@ -330,7 +369,7 @@ class TuningSpec(Frozen):
     eval_slices: int = Field(24, ge=2, description="held-out lesion slices a surviving configuration is scored on")
     first_rung_slices: int = Field(6, ge=1, description="slices every configuration is scored on first")
     weights: TuningWeights = TuningWeights()
-    sampling_seed: int = 0
+    sampling_seed: Seed = 0
 
     @model_validator(mode="after")
     def _check(self) -> TuningSpec:
@@ -351,7 +390,7 @@ class Study(Frozen):
     name: str
     kind: Literal["dose_response", "guidance_tuning"] = "dose_response"
     description: str = ""
-    seed: int = 0
+    seed: Seed = 0
     source_file: Path | None = None
     guidance_profile: Path | None = None  # resolved from ``guidance: {profile: PATH}``
     cohort: CohortSpec = CohortSpec()

@@ -103,9 +103,9 @@ def test_unwritable_output_dir_fails_before_training(tmp_path: Path, capsys: pyt
 def test_nearly_full_disk_fails_before_training(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import salient.platform.pipeline as pipeline
+    import salient.platform.outputs as outputs
 
-    monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 2**20, 2**20))
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 2**20, 2**20))
     out = tmp_path / "out"
     assert main(["run", str(_tiny_study(tmp_path, out))]) == 2
     assert "has only 1 MiB free" in capsys.readouterr().err

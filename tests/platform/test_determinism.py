@@ -12,8 +12,9 @@ import pytest
 import yaml
 from salient.platform.cohort.prepare import load_cohort
 from salient.platform.stage_cache import StageCache
-from salient.platform.stages import configure_torch, plan_trial, run_trial
+from salient.platform.stages.trial import plan_trial, run_trial
 from salient.platform.study import load_study
+from salient.platform.torch_runtime import configure_torch
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def test_a_trial_reproduces_its_split_and_metrics_exactly(tmp_path: Path) -> Non
     runs = []
     for attempt in ("a", "b"):
         plan = plan_trial(study, {"dose": 1.0, "seed_size": 2}, 0, 1.0, cohort)
-        runs.append((plan, run_trial(study, plan, cohort, StageCache(tmp_path / f"cache_{attempt}"))))
+        runs.append((plan, run_trial(plan, cohort, StageCache(tmp_path / f"cache_{attempt}"))))
     (plan_a, a), (plan_b, b) = runs
     assert plan_a.split == plan_b.split and a.split_fingerprint == b.split_fingerprint
     assert plan_a.trial_key == plan_b.trial_key

@@ -53,15 +53,19 @@ def test_pareto_front_keeps_exactly_the_non_dominated_rows() -> None:
     assert pareto_front(rows) == [1, 2, 4]
 
 
-def test_guidance_values_apply_by_dotted_or_bare_name() -> None:
-    g = guidance_from_values(GuidanceConfig(), {"diffusion.guidance.s_mask": 3.0, "sampling_steps": 5})
+def test_guidance_values_apply_by_their_one_spelling() -> None:
+    g = guidance_from_values(
+        GuidanceConfig(), {"diffusion.guidance.s_mask": 3.0, "diffusion.guidance.sampling_steps": 5}
+    )
     assert (g.s_mask, g.sampling_steps, g.nei_schedule) == (3.0, 5, "cosine")
-    with pytest.raises(ValueError, match="unknown guidance setting"):
-        guidance_from_values(GuidanceConfig(), {"diffusion.guidance.s_foo": 1})
+    for wrong in ("diffusion.guidance.s_foo", "sampling_steps", "guidance.s_mask"):  # typo, bare, short
+        with pytest.raises(ValueError, match="unknown guidance setting"):
+            guidance_from_values(GuidanceConfig(), {wrong: 1})
 
 
 def _profile(tmp_path: Path, guidance: dict[str, object]) -> Path:
-    chosen = {"guidance": guidance, "objectives": {"score": 0.1}}
+    settings = {f"diffusion.guidance.{k}": v for k, v in guidance.items()}
+    chosen = {"settings": settings, "objectives": {"score": 0.1}}
     doc = profile_document(chosen, chosen, [chosen], {"cohort_fingerprint": "abc"}, TuningWeights(), {"total": 1})
     return write_profile(doc, tmp_path / "profile.yaml")
 
@@ -80,15 +84,21 @@ def test_a_profile_round_trips_into_a_study(tmp_path: Path) -> None:
     assert study.stages.diffusion.guidance.s_mask == 1.0 and study.stages.diffusion.guidance.sampling_steps == 10
 
 
+V2 = "salient_guidance_profile: 2\nsettings: "
+
+
 @pytest.mark.parametrize(
     ("profile_text", "path", "message"),
     [
         (None, "guidance.profile", "profile file not found"),
-        ("just text", "guidance", "needs a 'guidance' mapping"),
-        ("guidance: {s_mask: 2.0, s_foo: 1}", "guidance", "unknown guidance setting"),
-        ("guidance: {1: 2, s_foo: 1}", "guidance", "unknown guidance setting"),
-        ("guidance: {s_mask: -1.0}", "guidance.s_mask", "s_mask must be >= 0"),
-        ("guidance: {nei_schedule: wobbly}", "guidance.nei_schedule", "Input should be"),
+        ("just text", "salient_guidance_profile", "not a version-2 guidance profile"),
+        ("guidance: {s_mask: 2.0}", "salient_guidance_profile", "not a version-2 guidance profile"),  # version 1
+        ("salient_guidance_profile: 2\nsettings: {}", "settings", "needs diffusion.guidance.* settings"),
+        (V2 + "{diffusion.guidance.s_foo: 1}", "settings.diffusion.guidance.s_foo", "has no setting 's_foo'"),
+        (V2 + "{1: 2}", "settings.1", "sets diffusion.guidance.* only"),
+        (V2 + "{diffusion.lr: 0.1}", "settings.diffusion.lr", "sets diffusion.guidance.* only"),
+        (V2 + "{diffusion.guidance.s_mask: -1.0}", "settings.diffusion.guidance.s_mask", "s_mask must be >= 0"),
+        (V2 + "{diffusion.guidance.nei_schedule: wobbly}", "settings.diffusion.guidance.nei_schedule", "Input should"),
         ("guidance: [1, 2", "line", "not valid YAML"),
     ],
 )
@@ -154,13 +164,13 @@ def test_tuning_beats_the_default_guidance_on_held_out_slices(tmp_path: Path) ->
     assert any(r["stopped_early"] for r in result.rows)  # ASHA stopped the worse half after 3 slices
     assert len(result.rows) == 6 and result.front
     profile = yaml.safe_load((tmp_path / "profile.yaml").read_text())
-    assert profile["guidance"] == result.chosen["guidance"]
+    assert profile["settings"] == result.chosen["settings"]
     assert profile["cohort_fingerprint"] and profile["held_out_slices"] == 8
     assert all(len(s) == 16 for s in profile["held_out_subjects"])  # hashed ids
     # the profile drives a dose study
     (tmp_path / "study.yaml").write_text(BASE_STUDY + f"guidance: {{profile: {tmp_path / 'profile.yaml'}}}\n")
     applied = load_study(tmp_path / "study.yaml").stages.diffusion.guidance
-    assert dataclasses.asdict(applied) == profile["guidance"]
+    assert {f"diffusion.guidance.{k}": v for k, v in dataclasses.asdict(applied).items()} == profile["settings"]
     # the search is in MLflow for the dashboard: one study run, the default + every configuration
     client = mlflow.MlflowClient(tracking_uri=result.tracking_uri)
     experiment = client.get_experiment_by_name("guidance_autotune")

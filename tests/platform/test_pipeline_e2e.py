@@ -122,7 +122,8 @@ def test_tiny_study_end_to_end_then_rerun_trains_nothing(finished_study: tuple[P
         "metrics.auroc",
         "metrics.auprc_p0.25_ci_low",
         "params.seed_size",
-        "params.config_hash",
+        "params.detector.lr",  # fixed settings are logged too, spelled like search-space entries
+        "params.diffusion.loss.band_weights.3",
         "params.cohort_fingerprint",
         "params.git_revision",
     ):
@@ -130,7 +131,7 @@ def test_tiny_study_end_to_end_then_rerun_trains_nothing(finished_study: tuple[P
     assert 0.0 <= float(df["metrics.auprc_p0.25"].iloc[0]) <= 1.0
     assert float(df["metrics.n_synthetic"].iloc[0]) > 0  # dose 1 trained on synthetic pairs
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(df["run_id"].iloc[0])}
-    assert {"trial_result.json", "samples.png", "preview.npz", "split.json"} <= artifacts
+    assert {"trial_result.json", "plan.json", "samples.png", "preview.npz", "split.json"} <= artifacts
     split = json.loads(
         Path(
             mlflow.MlflowClient(uri).download_artifacts(df["run_id"].iloc[0], "split.json", str(study.parent))
@@ -346,9 +347,15 @@ def test_study_joins_a_running_ray_cluster(tmp_path: Path) -> None:
 
 
 def test_sampled_axes_run_through_optuna_search(tmp_path: Path) -> None:
+    # A sampled dose too: the pool is sized for the top of its range, not from grid cells (which
+    # once left it empty, so every sampled-dose trial failed).
     study = _write_study(
         tmp_path,
-        search_space={"dose": {"grid": [0.0]}, "seed_size": {"grid": [2]}, "detector.lr": {"loguniform": [1e-4, 1e-2]}},
+        search_space={
+            "dose": {"uniform": [0.5, 1.5]},
+            "seed_size": {"grid": [2]},
+            "detector.lr": {"loguniform": [1e-4, 1e-2]},
+        },
         sampler={"name": "tpe", "n_trials": 2, "seed": 3, "metric": "auprc", "mode": "max"},
     )
     result = _platform("run", str(study))
@@ -357,6 +364,12 @@ def test_sampled_axes_run_through_optuna_search(tmp_path: Path) -> None:
     lrs = sorted(float(c.data.params["detector.lr"]) for c in children)
     assert len(children) == 2 and lrs[0] != lrs[1]
     assert all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    doses = [float(c.data.params["dose"]) for c in children]
+    assert all(0.5 <= d <= 1.5 for d in doses) and doses[0] != doses[1]
+    for c in children:  # each trained on round(dose x real lesion slices) pairs of one shared pool
+        n_real, n_syn = c.data.metrics["n_real_positive_slices"], c.data.metrics["n_synthetic"]
+        assert n_syn == round(float(c.data.params["dose"]) * n_real) > 0
+    assert len({c.data.params["stage_key.pool"] for c in children}) == 1
 
 
 def test_synth_writes_a_checked_cohort_from_a_trial_run(finished_study: tuple[Path, str], tmp_path: Path) -> None:

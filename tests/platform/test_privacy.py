@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from salient.platform.artifacts import write_preview
 from salient.platform.privacy import real_images_allowed, redact_resolved_study, subject_token
-from salient.platform.stages import TrialResult
+from salient.platform.stages.trial import TrialResult
 from salient.platform.study.schema import CohortSpec, Study, TrackingSpec
 
 

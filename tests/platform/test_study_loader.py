@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -221,7 +222,7 @@ def test_conditional_grid_entries_expand_without_duplicates(tmp_path: Path) -> N
 def test_apply_params_sets_nested_and_indexed_fields(tmp_path: Path) -> None:
     study = load_study(write(tmp_path, BASE))
     stages = apply_params(
-        study.stages, {"diffusion.guidance.s_mask": 3.5, "diffusion.loss.band_weights[3]": 0.2, "dose": 2}
+        study.stages, {"diffusion.guidance.s_mask": 3.5, "diffusion.loss.band_weights.3": 0.2, "dose": 2}
     )
     assert stages.diffusion.guidance.s_mask == 3.5
     assert stages.diffusion.loss.band_weights == (1.0, 1.0, 1.0, 0.2)
@@ -237,3 +238,40 @@ def test_a_trial_asks_for_the_largest_stage_request(tmp_path: Path) -> None:
     per_trial = spec.per_trial()
     assert (per_trial.cpus, per_trial.gpus) == (4, 1)
     assert ResourceSpec().per_trial().cpus == 1.0
+
+
+def test_a_setting_has_one_spelling_valid_everywhere() -> None:
+    from salient.platform.study.params import ParamPath
+
+    path = ParamPath.parse("diffusion.loss.band_weights.3")
+    assert (path.stage, path.segments, str(path)) == (
+        "diffusion",
+        ("loss", "band_weights", 3),
+        "diffusion.loss.band_weights.3",
+    )
+    # the one spelling is also a valid MLflow param name (MLflow refuses brackets)
+    assert re.fullmatch(r"[A-Za-z0-9_\-. :/]+", str(path))
+    with pytest.raises(ValueError, match=r"write band_weights\.3"):
+        ParamPath.parse("diffusion.loss.band_weights[3]")
+    for wrong in ("guidance.s_mask", "s_mask", "diffusion", "diffusion.3", "diffusion.loss..lambda_mu"):
+        with pytest.raises(ValueError):
+            ParamPath.parse(wrong)
+    settings = {"loss": {"band_weights": [1.0, 1.0, 1.0, 0.5]}, "lr": 0.1}
+    assert ParamPath.parse("diffusion.loss.band_weights.3").set(settings, 0.2)["loss"]["band_weights"] == [
+        1.0,
+        1.0,
+        1.0,
+        0.2,
+    ]
+    assert settings["loss"]["band_weights"][3] == 0.5  # a copy was changed
+    for wrong, missing in (("diffusion.loss.band_weights.4", "band_weights.4"), ("diffusion.lr.0", "lr.0")):
+        with pytest.raises(KeyError, match=re.escape(missing)):
+            ParamPath.parse(wrong).set(settings, 1.0)
+
+
+def test_a_sampled_dose_sizes_the_pool_from_its_range(tmp_path: Path) -> None:
+    text = BASE.replace("  dose: {grid: [0, 2]}\n", "  dose: {uniform: [0, 4]}\n") + "sampler: {name: tpe}\n"
+    assert text != BASE + "sampler: {name: tpe}\n"
+    plan = build_plan(load_study(write(tmp_path, text)))
+    assert plan.sampled and plan.pool_dose == 4.0
+    assert build_plan(load_study(write(tmp_path, BASE))).pool_dose == 2.0

@@ -1,21 +1,42 @@
-"""Can the platform create a new output file or folder at a path? Asked before any work starts.
+"""Where the platform writes: checked before any work starts.
 
+A study's output folder must be writable with room to spare (:func:`output_dir_problem`). Every
+other output path a command is given is checked too (:func:`new_output_problem`):
 ``platform tune-guidance -o PATH`` used to run its whole search and only then find that PATH was
 not writable, losing the result; ``platform synth`` into ``/proc`` failed after synthesising.
-So every output path a command is given is checked first: the nearest existing folder on the way
-to it must accept a new entry (probed by creating and removing one, which also catches read-only
-mounts and pseudo file systems where permission bits say yes), and an existing target must be
-of the right kind - replacing a device such as ``/dev/null`` with a report must not happen.
+The nearest existing folder on the way to a new path must accept a new entry (probed by creating
+and removing one, which also catches read-only mounts and pseudo file systems where permission
+bits say yes), and an existing target must be of the right kind - replacing a device such as
+``/dev/null`` with a report must not happen.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["new_output_problem"]
+__all__ = ["MIN_FREE_BYTES", "new_output_problem", "output_dir_problem"]
+
+MIN_FREE_BYTES = 200 * 2**20
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot hold a study's outputs (checked before anything trains), or None."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return f"output_dir {path} is not writable: {exc.strerror or exc}"
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        return (
+            f"output_dir {path} has only {free / 2**20:.0f} MiB free; at least {MIN_FREE_BYTES / 2**20:.0f} MiB needed"
+        )
+    return None
 
 
 def _nearest_existing(path: Path) -> Path:

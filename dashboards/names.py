@@ -1,0 +1,101 @@
+"""Every name a result is stored under: metrics, MLflow tags and params, artifacts, study kinds.
+
+The platform writes results under these names and the dashboards read them back, so they are
+defined once, here, in the layer that reads them (the platform imports this module; this module
+imports nothing). Renaming a metric here renames it on both sides; a literal elsewhere would
+silently empty a dashboard panel.
+
+Metric names use ``_p<prevalence>`` (``auprc_p0.05``) because MLflow rejects ``@``.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ARTIFACT_PLAN",
+    "ARTIFACT_PREVIEW",
+    "ARTIFACT_RESULT",
+    "ARTIFACT_RESULTS_CSV",
+    "ARTIFACT_SAMPLES",
+    "ARTIFACT_SPLIT",
+    "ARTIFACT_STUDY",
+    "KIND_STUDY",
+    "PARAM_CODE_VERSION",
+    "PARAM_COHORT",
+    "PARAM_GIT",
+    "PARAM_MODE",
+    "PARAM_OBJECTIVE",
+    "PARAM_REPEAT",
+    "PARAM_STAGE_CACHE",
+    "PARAM_STAGE_KEY_PREFIX",
+    "PARAM_STUDY_KEY",
+    "PROVENANCE_PARAMS",
+    "TAG_KIND",
+    "TAG_PARENT",
+    "TAG_PARETO",
+    "TAG_SPLIT",
+    "TAG_STAGES",
+    "TAG_STOPPED_EARLY",
+    "TAG_STUDY_KEY",
+    "TAG_TRIAL_KEY",
+    "metric_name",
+    "parse_prevalence_metric",
+]
+
+# -- metrics ----------------------------------------------------------------------------------
+
+#: Subject-level metrics evaluated at every test prevalence.
+PREVALENCE_METRICS = ("auprc", "auroc")
+_PREVALENCE_METRIC = re.compile(r"^(auprc|auroc)_p([0-9.eE+-]+)$")
+
+
+def metric_name(metric: str, prevalence: float | None = None, suffix: str = "") -> str:
+    """``metric_name("auprc", 0.05, "ci_low")`` -> ``"auprc_p0.05_ci_low"``; without a prevalence
+    the metric on the whole held-out set (``"auprc"``)."""
+    base = metric if prevalence is None else f"{metric}_p{prevalence:g}"
+    return base + (f"_{suffix}" if suffix else "")
+
+
+def parse_prevalence_metric(name: str) -> tuple[str, float] | None:
+    """``"auprc_p0.05"`` -> ``("auprc", 0.05)``; None for any other name (intervals included)."""
+    m = _PREVALENCE_METRIC.match(name)
+    return (m.group(1), float(m.group(2))) if m else None
+
+
+# -- MLflow tags --------------------------------------------------------------------------------
+
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: a trial run's study run
+TAG_KIND = "salient.kind"  # on a study run: KIND_STUDY
+TAG_STUDY_KEY = "salient.study_key"  # a study run's identity (content hash + code version)
+TAG_TRIAL_KEY = "salient.trial_key"  # a trial run's identity (finds it again on resume)
+TAG_SPLIT = "salient.split"  # fingerprint of the trial's subject split
+TAG_STAGES = "salient.stages"  # JSON: seconds per stage, reused or trained
+TAG_PARETO = "salient.pareto"  # guidance tuning: on the Pareto front
+TAG_STOPPED_EARLY = "salient.stopped_early"  # guidance tuning: stopped by ASHA
+
+KIND_STUDY = "study"
+
+# -- MLflow params ------------------------------------------------------------------------------
+
+PARAM_STUDY_KEY = "study_key"
+PARAM_CODE_VERSION = "code_version"
+PARAM_GIT = "git_revision"
+PARAM_COHORT = "cohort_fingerprint"
+PARAM_OBJECTIVE = "objective"  # study run: the metric selection maximises or minimises
+PARAM_MODE = "mode"  # study run: "max" or "min"
+PARAM_STAGE_CACHE = "stage_cache"  # study run: where its stage cache lives (for `platform synth`)
+PARAM_REPEAT = "repeat"
+PARAM_STAGE_KEY_PREFIX = "stage_key."  # trial run: stage_key.<stage> = <stage>/<key>
+#: Trial params that record provenance rather than a setting of the trial.
+PROVENANCE_PARAMS = (PARAM_STAGE_KEY_PREFIX, PARAM_GIT, PARAM_CODE_VERSION, PARAM_COHORT)
+
+# -- artifacts ------------------------------------------------------------------------------------
+
+ARTIFACT_RESULT = "trial_result.json"  # a trial's metrics, params, stage keys and events
+ARTIFACT_PLAN = "plan.json"  # a trial's fully resolved plan (configs, split sizes, stage keys)
+ARTIFACT_SAMPLES = "samples.png"  # synthetic slice | conditioning mask | pseudo-label
+ARTIFACT_PREVIEW = "preview.npz"  # slices for the dashboard gallery
+ARTIFACT_SPLIT = "split.json"  # subjects per role (hashed unless opted in)
+ARTIFACT_STUDY = "study.resolved.yaml"  # the study run's resolved study
+ARTIFACT_RESULTS_CSV = "results.csv"  # the study run's table of finished trials

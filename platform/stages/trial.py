@@ -1,0 +1,198 @@
+"""Plan a trial (configs, split, stage keys - nothing trains), then run it stage by stage.
+
+Both are loops over :data:`~salient.platform.stages.registry.STAGES`: planning asks each active
+stage for its cache key, running computes (or reuses) each output in order and hands it to the
+stages that take it as input. The metrics come last (:func:`trial_metrics`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from salient.dashboards import names
+from salient.models.configs import STAGE_CONFIGS
+from salient.platform.cohort.prepare import LoadedCohort
+from salient.platform.evaluation import evaluate_subjects
+from salient.platform.splits import Split, make_split
+from salient.platform.stage_cache import StageCache, StageKey, stage_key
+from salient.platform.stages import AGGREGATOR, POOL
+from salient.platform.stages.base import StageEvent, StageRun, TrialData, derive_seed
+from salient.platform.stages.detector import trial_pool
+from salient.platform.stages.registry import STAGES
+from salient.platform.study.params import apply_params, flatten_settings
+from salient.platform.study.schema import StagesSpec, Study
+
+__all__ = ["PREVIEW_PAIRS", "TrialPlan", "TrialResult", "plan_trial", "run_trial"]
+
+PREVIEW_PAIRS = 8  # synthetic pairs returned with a trial's result for its sample grid
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything that determines a trial, resolved before anything trains (plan, then execute)."""
+
+    study: Study
+    params: dict[str, Any]
+    repeat: int
+    stages: StagesSpec
+    split: Split
+    n_real_positive: int  # lesion slices of the labeled seed
+    n_synthetic: int  # requested: round(dose * n_real_positive)
+    n_pool: int  # pool size: round(pool_dose * n_real_positive)
+    keys: dict[str, StageKey] = dataclasses.field(default_factory=dict)
+
+    @property
+    def uses_generator(self) -> bool:
+        return self.n_synthetic > 0
+
+    @property
+    def trial_key(self) -> str:
+        """Identity of the trial's result (last stage key + its values), to find it again in MLflow."""
+        text = self.keys[AGGREGATOR].key + repr(sorted((k, repr(v)) for k, v in self.params.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def settings(self) -> dict[str, Any]:
+        """Every resolved stage setting by its parameter path (``detector.lr``, ...), so fixed
+        overrides are visible next to the searched values."""
+        return {
+            path: value
+            for name in STAGE_CONFIGS
+            for path, value in flatten_settings(dataclasses.asdict(getattr(self.stages, name)), name)
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The resolved plan as saved with the trial (subject ids only as split sizes and a fingerprint)."""
+        return {
+            "params": self.params,
+            "repeat": self.repeat,
+            "preset": self.stages.preset,
+            "stages": self.stages.model_dump(mode="json", exclude={"preset"}),
+            "split": {
+                "fingerprint": self.split.fingerprint(),
+                **{role: len(getattr(self.split, role)) for role in Split.ROLES},
+            },
+            "n_real_positive_slices": self.n_real_positive,
+            "n_synthetic": self.n_synthetic,
+            "n_pool": self.n_pool,
+            "stage_keys": {name: str(key) for name, key in self.keys.items()},
+            "trial_key": self.trial_key,
+        }
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    metrics: dict[str, float]
+    stage_keys: dict[str, str]
+    split_fingerprint: str
+    n_real_positive_slices: int
+    n_synthetic: int
+    #: the first synthetic pairs this trial trained on (pool tensors, at most PREVIEW_PAIRS), or None
+    preview: dict[str, torch.Tensor] | None = None
+    #: real lesion slices of the labeled seed (``image``, ``mask``; at most PREVIEW_PAIRS), to
+    #: show next to the synthetic ones
+    real_preview: dict[str, torch.Tensor] | None = None
+
+
+def _seed_lesion_slices(cohort: LoadedCohort, split: Split) -> int:
+    return sum(
+        int(cohort.subjects[s].mask.reshape(cohort.subjects[s].mask.shape[0], -1).any(axis=1).sum())
+        for s in split.seed_positive
+    )
+
+
+def plan_trial(
+    study: Study, params: Mapping[str, Any], repeat: int, pool_dose: float, cohort: LoadedCohort
+) -> TrialPlan:
+    """Resolve a trial's configs, split and stage cache keys without training anything.
+
+    Args:
+        params: the trial's search-space values (``dose``, ``seed_size``, ``STAGE.FIELD`` ...).
+        pool_dose: the largest dose of the study: the synthetic pool is sized for it.
+        cohort: the manifest records and every preprocessed subject (see :class:`LoadedCohort`).
+    """
+    stages = apply_params(study.stages, params)
+    dose = float(params.get("dose", 0.0))
+    if dose < 0 or dose > pool_dose:
+        raise ValueError(f"dose {dose} must be within [0, pool_dose={pool_dose}]")
+    seed_size = int(params["seed_size"]) if "seed_size" in params else _all_train_positives(cohort, repeat, study)
+    split = make_split(cohort.records, seed_size, repeat, study.seed, study.evaluation.test_fraction)
+    n_real_pos = _seed_lesion_slices(cohort, split)
+    plan = TrialPlan(
+        study, dict(params), repeat, stages, split, n_real_pos, round(dose * n_real_pos), round(pool_dose * n_real_pos)
+    )
+    base = {"cohort": cohort.fingerprint, "repeat": repeat, "seed": study.seed}
+    for stage in STAGES:
+        if stage.active(plan):
+            upstream = tuple(plan.keys[name] for name in stage.inputs if name in plan.keys)
+            plan.keys[stage.name] = stage_key(stage.name, stage.config(plan), upstream, **stage.data(plan), **base)
+    return plan
+
+
+def run_trial(
+    trial: TrialPlan, cohort: LoadedCohort, cache: StageCache, report: Callable[[StageEvent], None] | None = None
+) -> TrialResult:
+    """Run (or reuse) every stage of a planned trial and return its metrics."""
+    trial.split.assert_disjoint()
+    data = TrialData(cohort, trial)
+    outputs: dict[str, Any] = {}
+    for stage in STAGES:
+        if stage.name not in trial.keys:
+            continue
+        run = StageRun(stage.name, trial, cohort, cache, data, {n: outputs[n] for n in stage.inputs if n in outputs})
+        start = time.perf_counter()
+        outputs[stage.name], reused = cache.get_or_compute(trial.keys[stage.name], functools.partial(stage.run, run))
+        if report is not None:
+            report(StageEvent(stage.name, trial.keys[stage.name], reused, time.perf_counter() - start))
+    pool = trial_pool(trial, outputs.get(POOL))
+    n_syn = len(pool["image"]) if pool is not None else 0
+    metrics = trial_metrics(trial, cohort, cache, outputs[AGGREGATOR], n_syn)
+    preview = {k: v[:PREVIEW_PAIRS] for k, v in pool.items()} if pool is not None else None
+    real_preview = {"image": data.seed_lesions.image[:PREVIEW_PAIRS], "mask": data.seed_lesions.mask[:PREVIEW_PAIRS]}
+    stage_keys = {k: str(v) for k, v in trial.keys.items()}
+    return TrialResult(
+        metrics, stage_keys, trial.split.fingerprint(), trial.n_real_positive, n_syn, preview, real_preview
+    )
+
+
+def trial_metrics(
+    trial: TrialPlan, cohort: LoadedCohort, cache: StageCache, aggregated: Mapping[str, torch.Tensor], n_syn: int
+) -> dict[str, float]:
+    """Test metrics of the aggregator's subject scores (and of the max-slice score), the saliency
+    overlap, the pool's realism and the trial's data counts."""
+    ev, subjects, test = trial.study.evaluation, cohort.subjects, trial.split.test
+    y = np.array([subjects[s].label for s in test])
+    tvr = np.array([subjects[s].tvr or 0.0 for s in test])
+    eval_seed = derive_seed(trial.study.seed, trial.repeat, "evaluation")
+    common = {"draws": ev.prevalence_draws, "ci": ev.ci, "seed": eval_seed}
+    metrics = evaluate_subjects(
+        y, aggregated["scores"].numpy(), ev.prevalences, bootstrap=ev.bootstrap, tvr=tvr, **common
+    )
+    max_slice = evaluate_subjects(y, aggregated["max_slice"].numpy(), ev.prevalences, bootstrap=0, **common)
+    metrics.update({f"maxslice_{k}": v for k, v in max_slice.items() if k.startswith(names.PREVALENCE_METRICS)})
+    metrics["attention_overlap"] = cache.meta(trial.keys[AGGREGATOR])["attention_overlap"]
+    if POOL in trial.keys:
+        pool_meta = cache.meta(trial.keys[POOL])
+        metrics.update(
+            {
+                k if k.startswith(("synthetic_", "real_")) else f"pool_{k}": v
+                for k, v in pool_meta.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+        )
+    metrics.update({"n_real_positive_slices": float(trial.n_real_positive), "n_synthetic": float(n_syn)})
+    return metrics
+
+
+def _all_train_positives(cohort: LoadedCohort, repeat: int, study: Study) -> int:
+    """Default seed size when the study does not search it: every positive training subject."""
+    probe = make_split(cohort.records, 0, repeat, study.seed, study.evaluation.test_fraction)
+    marked_unlabeled = {r.subject for r in cohort.records if r.split == "unlabeled"}
+    return len([s for s in probe.unlabeled if s not in marked_unlabeled])
