@@ -26,11 +26,11 @@ from salient.platform.stage_cache import StageCache, StageKey, stage_key
 from salient.platform.stages import AGGREGATOR, POOL
 from salient.platform.stages.base import StageEvent, StageRun, TrialData, derive_seed
 from salient.platform.stages.detector import trial_pool
-from salient.platform.stages.registry import STAGES
+from salient.platform.stages.registry import STAGE_BY_NAME, STAGES
 from salient.platform.study.params import apply_params, flatten_settings
 from salient.platform.study.schema import StagesSpec, Study
 
-__all__ = ["PREVIEW_PAIRS", "TrialPlan", "TrialResult", "plan_trial", "run_trial"]
+__all__ = ["PREVIEW_PAIRS", "TrialPlan", "TrialResult", "plan_trial", "run_stage", "run_trial"]
 
 PREVIEW_PAIRS = 8  # synthetic pairs returned with a trial's result for its sample grid
 
@@ -136,19 +136,43 @@ def plan_trial(
     return plan
 
 
+def run_stage(
+    trial: TrialPlan,
+    name: str,
+    cohort: LoadedCohort,
+    cache: StageCache,
+    data: TrialData | None = None,
+    inputs: Mapping[str, Any] | None = None,
+) -> tuple[Any, bool]:
+    """Compute (or reuse) one stage of a planned trial; returns ``(output, reused)``.
+
+    ``inputs`` are the outputs of the stage's input stages; those not given are loaded from the
+    cache (so a stage can run on its own, e.g. as a separate task, once its inputs are cached).
+    """
+    if name not in trial.keys:
+        raise ValueError(f"trial {trial.trial_key} has no {name!r} stage; it has {list(trial.keys)}")
+    trial.split.assert_disjoint()
+    stage = STAGE_BY_NAME[name]
+    given = dict(inputs or {})
+    for upstream in stage.inputs:
+        if upstream in trial.keys and upstream not in given:
+            given[upstream] = cache.load(trial.keys[upstream])
+    run = StageRun(name, trial, cohort, cache, data or TrialData(cohort, trial), given)
+    return cache.get_or_compute(trial.keys[name], functools.partial(stage.run, run))
+
+
 def run_trial(
     trial: TrialPlan, cohort: LoadedCohort, cache: StageCache, report: Callable[[StageEvent], None] | None = None
 ) -> TrialResult:
     """Run (or reuse) every stage of a planned trial and return its metrics."""
-    trial.split.assert_disjoint()
     data = TrialData(cohort, trial)
     outputs: dict[str, Any] = {}
     for stage in STAGES:
         if stage.name not in trial.keys:
             continue
-        run = StageRun(stage.name, trial, cohort, cache, data, {n: outputs[n] for n in stage.inputs if n in outputs})
         start = time.perf_counter()
-        outputs[stage.name], reused = cache.get_or_compute(trial.keys[stage.name], functools.partial(stage.run, run))
+        inputs = {n: outputs[n] for n in stage.inputs if n in outputs}
+        outputs[stage.name], reused = run_stage(trial, stage.name, cohort, cache, data, inputs)
         if report is not None:
             report(StageEvent(stage.name, trial.keys[stage.name], reused, time.perf_counter() - start))
     pool = trial_pool(trial, outputs.get(POOL))
