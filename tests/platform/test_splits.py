@@ -3,19 +3,27 @@
 Disjointness is checked here with set arithmetic over every role of the returned split, never
 with the split's own ``assert_disjoint``: a test that trusted that assertion would pass with it
 switched off. Expected sizes are worked out by hand from the documented rule (a stratified
-``test_fraction`` of the positives and of the negatives, rounded).
+``test_fraction`` of the positives and of the negatives, rounded, drawn before anything else).
+
+The split is gaining a validation role (issue #19's evaluation redesign): ``_split`` passes a
+``validation_fraction`` when ``make_split`` takes one, and every expectation about the training
+side is computed from the held-out sets (test and, where it exists, validation) by set arithmetic.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 from salient.platform.cohort.manifest import SubjectRecord
 from salient.platform.errors import PlatformError
 from salient.platform.splits import Split, make_split
+
+VALIDATION_FRACTION = 0.2  # only used where make_split has a validation set
 
 
 def _cohort(n_pos: int, n_neg: int, splits: dict[str, str] | None = None) -> list[SubjectRecord]:
@@ -30,40 +38,62 @@ def _cohort(n_pos: int, n_neg: int, splits: dict[str, str] | None = None) -> lis
     ]
 
 
+def _split(records: list[SubjectRecord], seed_size: int, repeat: int, study_seed: int, test_fraction: float) -> Split:
+    extra: dict[str, Any] = {}
+    if "validation_fraction" in inspect.signature(make_split).parameters:
+        extra["validation_fraction"] = VALIDATION_FRACTION
+    return make_split(
+        records, seed_size=seed_size, repeat=repeat, study_seed=study_seed, test_fraction=test_fraction, **extra
+    )
+
+
+def _make(**roles: tuple[str, ...]) -> Split:
+    """A Split from the given roles; roles it has and that are not given are empty."""
+    return Split(**{f.name: roles.get(f.name, ()) for f in dataclasses.fields(Split)})
+
+
 def _roles(split: Split) -> dict[str, set[str]]:
     """Every role the split defines (whatever roles it grows), as sets of subject ids."""
     return {f.name: set(getattr(split, f.name)) for f in dataclasses.fields(split)}
+
+
+def _held_out(split: Split) -> set[str]:
+    return set(split.test) | set(getattr(split, "validation", ()))
+
+
+def _training(split: Split) -> set[str]:
+    return set(split.seed_positive) | set(split.train_negative) | set(split.unlabeled)
 
 
 def _labels(records: list[SubjectRecord]) -> dict[str, int]:
     return {r.subject: r.label for r in records}
 
 
-@pytest.mark.parametrize(("repeat", "seed_size"), [(0, 1), (0, 12), (1, 5), (3, 30)])
+@pytest.mark.parametrize(("repeat", "seed_size"), [(0, 1), (0, 12), (1, 5), (3, 20)])
 def test_roles_are_disjoint_and_cover_the_cohort(repeat: int, seed_size: int) -> None:
     records = _cohort(40, 160)
-    split = make_split(records, seed_size=seed_size, repeat=repeat, study_seed=11, test_fraction=0.25)
+    split = _split(records, seed_size=seed_size, repeat=repeat, study_seed=11, test_fraction=0.25)
     roles = _roles(split)
     for (a, ids_a), (b, ids_b) in itertools.combinations(roles.items(), 2):
         assert not ids_a & ids_b, f"{a} and {b} share {sorted(ids_a & ids_b)[:5]}"
     assert set().union(*roles.values()) == {r.subject for r in records}  # nobody dropped
     assert sum(len(getattr(split, name)) for name in roles) == len(records)  # nobody twice within a role
-    train = set(split.seed_positive) | set(split.train_negative) | set(split.unlabeled)
-    assert not train & set(split.test)
+    assert not _training(split) & _held_out(split)
     assert set(split.labeled) == set(split.seed_positive) | set(split.train_negative)
 
 
 def test_roles_hold_the_right_labels() -> None:
     records = _cohort(40, 160)
     label = _labels(records)
-    split = make_split(records, seed_size=7, repeat=0, study_seed=0, test_fraction=0.25)
+    split = _split(records, seed_size=7, repeat=0, study_seed=0, test_fraction=0.25)
     assert len(split.seed_positive) == 7
     assert all(label[s] == 1 for s in split.seed_positive)
     assert all(label[s] == 0 for s in split.train_negative)
     assert all(label[s] == 1 for s in split.unlabeled)  # positives that lost their labels
-    # 40 positives - 10 in test = 30 train positives: 7 seed + 23 unlabeled
-    assert len(split.unlabeled) == 23
-    assert len(split.train_negative) == 120  # 160 - 40 in test
+    positives = {s for s, y in label.items() if y == 1}
+    assert set(split.unlabeled) == positives - _held_out(split) - set(split.seed_positive)
+    assert set(split.train_negative) == set(label) - positives - _held_out(split)
+    assert len(split.test) == 10 + 40  # round(0.25 * 40) positives, round(0.25 * 160) negatives
 
 
 @pytest.mark.parametrize(
@@ -81,51 +111,46 @@ def test_test_set_is_a_stratified_fraction(
     records = _cohort(n_pos, n_neg)
     label = _labels(records)
     for repeat in range(3):
-        test = make_split(records, seed_size=1, repeat=repeat, study_seed=2, test_fraction=fraction).test
+        test = _split(records, seed_size=1, repeat=repeat, study_seed=2, test_fraction=fraction).test
         assert sum(label[s] for s in test) == test_pos
         assert sum(1 - label[s] for s in test) == test_neg
 
 
-def test_test_set_is_the_same_for_every_seed_size_of_a_repeat() -> None:
+def test_held_out_sets_are_the_same_for_every_seed_size_of_a_repeat() -> None:
     records = _cohort(40, 160)
     for repeat in range(3):
-        tests = {
-            make_split(records, seed_size=n, repeat=repeat, study_seed=5, test_fraction=0.25).test
-            for n in (1, 5, 10, 30)
-        }
-        assert len(tests) == 1
+        splits = [_split(records, seed_size=n, repeat=repeat, study_seed=5, test_fraction=0.25) for n in (1, 5, 10, 20)]
+        assert len({s.test for s in splits}) == 1
+        assert len({frozenset(_held_out(s)) for s in splits}) == 1
 
 
 def test_smaller_seeds_are_subsets_of_larger_seeds() -> None:
     records = _cohort(40, 160)
     seeds = [
-        set(make_split(records, seed_size=n, repeat=1, study_seed=5, test_fraction=0.25).seed_positive)
-        for n in (1, 2, 5, 10, 30)
+        set(_split(records, seed_size=n, repeat=1, study_seed=5, test_fraction=0.25).seed_positive)
+        for n in (1, 2, 5, 10, 20)
     ]
-    assert [len(s) for s in seeds] == [1, 2, 5, 10, 30]
+    assert [len(s) for s in seeds] == [1, 2, 5, 10, 20]
     for small, large in itertools.pairwise(seeds):
         assert small < large
 
 
 def test_repeats_and_study_seeds_give_different_test_sets() -> None:
     records = _cohort(40, 160)
-    by_repeat = [make_split(records, 5, repeat=r, study_seed=3, test_fraction=0.25).test for r in range(5)]
-    assert len(set(by_repeat)) == 5
-    seeds_by_repeat = [
-        make_split(records, 5, repeat=r, study_seed=3, test_fraction=0.25).seed_positive for r in range(5)
-    ]
-    assert len(set(seeds_by_repeat)) == 5
-    assert make_split(records, 5, 0, study_seed=4, test_fraction=0.25).test != by_repeat[0]
+    splits = [_split(records, 5, repeat=r, study_seed=3, test_fraction=0.25) for r in range(5)]
+    assert len({s.test for s in splits}) == 5
+    assert len({s.seed_positive for s in splits}) == 5
+    assert _split(records, 5, 0, study_seed=4, test_fraction=0.25).test != splits[0].test
 
 
-def test_with_a_fixed_test_set_repeats_and_study_seeds_still_draw_different_seeds() -> None:
-    # The manifest fixes the test set, so the eligible positives are the same in every repeat:
-    # only the seed draw can make repeats differ, and it must depend on the repeat and the seed.
-    records = _cohort(30, 30, splits={f"p{i:02d}": "test" for i in range(5)} | {"n000": "test"})
+def test_with_fixed_held_out_sets_repeats_and_study_seeds_still_draw_different_seeds() -> None:
+    # The manifest fixes the held-out subjects, so the eligible positives are the same in every
+    # repeat: only the seed draw can make repeats differ, and it must depend on repeat and seed.
+    marks = {f"p{i:02d}": "test" for i in range(5)} | {"n000": "test", "n001": "test"}
+    marks |= {f"p{i:02d}": "validation" for i in range(5, 8)} | {"n002": "validation", "n003": "validation"}
+    records = _cohort(30, 30, splits=marks)
     seeds = {
-        (study_seed, repeat): make_split(
-            records, 5, repeat=repeat, study_seed=study_seed, test_fraction=0.2
-        ).seed_positive
+        (study_seed, repeat): _split(records, 5, repeat=repeat, study_seed=study_seed, test_fraction=0.2).seed_positive
         for study_seed in (0, 1)
         for repeat in range(4)
     }
@@ -133,11 +158,11 @@ def test_with_a_fixed_test_set_repeats_and_study_seeds_still_draw_different_seed
 
 
 def test_the_same_arguments_give_the_same_split() -> None:
-    a = make_split(_cohort(40, 160), 5, repeat=2, study_seed=9, test_fraction=0.25)
-    b = make_split(list(reversed(_cohort(40, 160))), 5, repeat=2, study_seed=9, test_fraction=0.25)
+    a = _split(_cohort(40, 160), 5, repeat=2, study_seed=9, test_fraction=0.25)
+    b = _split(list(reversed(_cohort(40, 160))), 5, repeat=2, study_seed=9, test_fraction=0.25)
     assert a == b  # the manifest's row order does not matter
     assert a.fingerprint() == b.fingerprint()
-    c = make_split(_cohort(40, 160), 6, repeat=2, study_seed=9, test_fraction=0.25)
+    c = _split(_cohort(40, 160), 6, repeat=2, study_seed=9, test_fraction=0.25)
     assert c.fingerprint() != a.fingerprint()
 
 
@@ -145,41 +170,49 @@ def test_manifest_test_marks_are_the_test_set_for_every_repeat() -> None:
     marked = {"p00", "p01", "p02", "n000", "n001", "n002", "n003", "n004"}
     records = _cohort(20, 40, splits=dict.fromkeys(marked, "test"))
     for repeat in range(3):
-        split = make_split(records, seed_size=10, repeat=repeat, study_seed=1, test_fraction=0.5)
+        split = _split(records, seed_size=5, repeat=repeat, study_seed=1, test_fraction=0.5)
         assert set(split.test) == marked  # test_fraction is ignored when the manifest decides
-        assert not (set(split.seed_positive) | set(split.train_negative) | set(split.unlabeled)) & marked
+        assert not _training(split) & marked
 
 
 def test_unlabeled_subjects_never_join_the_seed() -> None:
     unlabeled = {f"p{i:02d}" for i in range(10, 20)}
     records = _cohort(20, 40, splits=dict.fromkeys(unlabeled, "unlabeled"))
     label = _labels(records)
+    positives = {s for s, y in label.items() if y == 1}
     for repeat in range(4):
-        split = make_split(records, seed_size=5, repeat=repeat, study_seed=1, test_fraction=0.25)
+        split = _split(records, seed_size=3, repeat=repeat, study_seed=1, test_fraction=0.25)
         assert not set(split.seed_positive) & unlabeled
-        # every train positive that is not in the seed is unlabeled, marked or not
-        train_pos = {s for s in label if label[s] == 1} - set(split.test)
-        assert set(split.unlabeled) == train_pos - set(split.seed_positive)
-    # 20 positives - round(0.25 * 20) = 5 in test; the marked ones in the train part cannot be seeds
-    split = make_split(records, seed_size=1, repeat=0, study_seed=1, test_fraction=0.25)
-    eligible = {s for s in label if label[s] == 1} - set(split.test) - unlabeled
-    all_eligible = make_split(records, seed_size=len(eligible), repeat=0, study_seed=1, test_fraction=0.25)
-    assert set(all_eligible.seed_positive) == eligible
+        # every training positive that is not in the seed is unlabeled, marked or not
+        assert set(split.unlabeled) == positives - _held_out(split) - set(split.seed_positive)
+    # the largest seed takes every eligible positive, and not one marked unlabeled
+    split = _split(records, seed_size=1, repeat=0, study_seed=1, test_fraction=0.25)
+    eligible = positives - _held_out(split) - unlabeled
+    largest = _split(records, seed_size=len(eligible), repeat=0, study_seed=1, test_fraction=0.25)
+    assert set(largest.seed_positive) == eligible
     with pytest.raises(PlatformError, match="seed_size"):
-        make_split(records, seed_size=len(eligible) + 1, repeat=0, study_seed=1, test_fraction=0.25)
+        _split(records, seed_size=len(eligible) + 1, repeat=0, study_seed=1, test_fraction=0.25)
 
 
 def test_a_seed_larger_than_the_training_positives_is_a_user_error() -> None:
     records = _cohort(10, 30)
-    # round(0.3 * 10) = 3 positives held out: 7 left for the seed
-    assert len(make_split(records, seed_size=7, repeat=0, study_seed=0, test_fraction=0.3).seed_positive) == 7
-    with pytest.raises(PlatformError, match=r"seed_size 8 .*\b7\b"):
-        make_split(records, seed_size=8, repeat=0, study_seed=0, test_fraction=0.3)
+    positives = {r.subject for r in records if r.label == 1}
+    eligible = positives - _held_out(_split(records, seed_size=1, repeat=0, study_seed=0, test_fraction=0.3))
+    assert len(eligible) <= 10 - 3  # round(0.3 * 10) = 3 positives held out for the test set
+    assert len(_split(records, len(eligible), repeat=0, study_seed=0, test_fraction=0.3).seed_positive) == len(eligible)
+    with pytest.raises(PlatformError, match=rf"seed_size {len(eligible) + 1} .*\b{len(eligible)}\b"):
+        _split(records, len(eligible) + 1, repeat=0, study_seed=0, test_fraction=0.3)
+
+
+def test_duplicate_subject_ids_are_a_user_error() -> None:
+    records = _cohort(5, 5)
+    with pytest.raises(PlatformError, match="duplicate"):
+        _split([*records, records[0]], seed_size=1, repeat=0, study_seed=0, test_fraction=0.2)
 
 
 @pytest.mark.parametrize("role", ["seed_positive", "train_negative", "unlabeled"])
 def test_the_leak_assertion_fires_for_a_test_subject_in_any_training_role(role: str) -> None:
-    clean = Split(seed_positive=("p1",), train_negative=("n1",), unlabeled=("p2",), test=("p9", "n9"))
+    clean = _make(seed_positive=("p1",), train_negative=("n1",), unlabeled=("p2",), test=("p9", "n9"))
     clean.assert_disjoint()
     leaky = dataclasses.replace(clean, **{role: (*getattr(clean, role), "n9")})
     with pytest.raises(AssertionError, match="n9"):
@@ -187,13 +220,7 @@ def test_the_leak_assertion_fires_for_a_test_subject_in_any_training_role(role: 
 
 
 def test_the_fingerprint_tells_roles_apart() -> None:
-    a = Split(seed_positive=("p1", "p2"), train_negative=("n1",), unlabeled=(), test=("t1",))
-    moved = Split(seed_positive=("p1",), train_negative=("n1",), unlabeled=("p2",), test=("t1",))
+    a = _make(seed_positive=("p1", "p2"), train_negative=("n1",), test=("t1",))
+    moved = _make(seed_positive=("p1",), train_negative=("n1",), unlabeled=("p2",), test=("t1",))
     assert a.fingerprint() != moved.fingerprint()  # p2 moved from the seed to the unlabeled
-    assert a.fingerprint() == Split(("p1", "p2"), ("n1",), (), ("t1",)).fingerprint()
-
-
-def test_duplicate_subject_ids_are_a_user_error() -> None:
-    records = _cohort(5, 5)
-    with pytest.raises(PlatformError, match="duplicate"):
-        make_split([*records, records[0]], seed_size=1, repeat=0, study_seed=0, test_fraction=0.2)
+    assert a.fingerprint() == _make(seed_positive=("p1", "p2"), train_negative=("n1",), test=("t1",)).fingerprint()

@@ -11,12 +11,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from salient.platform import stage_cache
 from salient.platform.stage_cache import StageCache, StageKey, stage_key
 
 BASE_CONFIG: dict[str, Any] = {"epochs": 3, "optim": {"lr": 1e-3, "betas": [0.9, 0.999]}, "widths": [4, 8]}
@@ -67,6 +69,47 @@ def test_key_order_in_dicts_does_not_change_the_key() -> None:
     assert _key(config=shuffled) == _key()
     # data keyword arguments in another order
     assert stage_key("detector", BASE_CONFIG, UPSTREAM, seed=0, cohort="cafe01", split="a1b2c3") == _key()
+
+
+def test_the_code_version_is_part_of_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _key()
+    monkeypatch.setattr(stage_cache, "CODE_VERSION", "0123456789ab")
+    assert _key() != before
+
+
+def test_values_json_cannot_hold_are_keyed_by_their_repr() -> None:
+    # paths, mixed key types: accepted, and still told apart
+    a = stage_key("detector", {"weights": Path("a.pt"), 1: "one", "2": "two"})
+    assert a == stage_key("detector", {"2": "two", 1: "one", "weights": Path("a.pt")})
+    assert a != stage_key("detector", {"weights": Path("b.pt"), 1: "one", "2": "two"})
+    assert stage_key("s", {}, cohort=Path("/data/x")) != stage_key("s", {}, cohort=Path("/data/y"))
+
+
+def test_code_version_changes_with_any_source_file_of_the_versioned_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert stage_cache.code_version() == stage_cache.CODE_VERSION  # the real packages, recomputed
+    pkg = tmp_path / "fake_versioned_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("A = 1\n")
+    (pkg / "sub" / "b.py").write_text("B = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(stage_cache, "VERSIONED_PACKAGES", ("fake_versioned_pkg",))
+    base = stage_cache.code_version()
+    assert base != stage_cache.CODE_VERSION and base == stage_cache.code_version()
+    (pkg / "sub" / "b.py").write_text("B = 3\n")  # an edit in a subpackage
+    edited = stage_cache.code_version()
+    (pkg / "sub" / "b.py").write_text("B = 2\n")
+    assert edited != base and stage_cache.code_version() == base
+    (pkg / "notes.txt").write_text("not code")
+    assert stage_cache.code_version() == base  # only Python sources count
+    (pkg / "a.py").rename(pkg / "c.py")  # the same code under another module name
+    renamed = stage_cache.code_version()
+    (pkg / "c.py").rename(pkg / "a.py")
+    (pkg / "new.py").write_text("")  # a new module, even an empty one
+    added = stage_cache.code_version()
+    assert len({base, edited, renamed, added}) == 4
 
 
 def _output() -> dict[str, Any]:
@@ -151,18 +194,32 @@ def test_a_crash_while_storing_leaves_no_entry_and_the_next_run_recomputes(
 ) -> None:
     key = _key()
     compute = _Counter()
+    # Whatever a crash leaves stays inside the cache folder: nothing in the system temp folder
+    # (an entry staged there could not be renamed atomically into a cache on another disk) and
+    # nothing in the working folder.
+    outside = {"tmp": tmp_path / "system_tmp", "cwd": tmp_path / "cwd"}
+    for folder in outside.values():
+        folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(outside["tmp"]))
+    monkeypatch.chdir(outside["cwd"])
+    root = tmp_path / "cache"
     with monkeypatch.context() as patch:
         crash(patch)
         with pytest.raises(_CrashError):
-            StageCache(tmp_path).get_or_compute(key, compute)
+            StageCache(root).get_or_compute(key, compute)
     assert compute.calls == 1
-    cache = StageCache(tmp_path)
+    cache = StageCache(root)
     assert not cache.has(key), "a half-written entry is visible as finished"
     assert not cache.entry(key).exists(), "a half-written entry sits under the final name"
     out, reused = cache.get_or_compute(key, compute)
     assert not reused and compute.calls == 2
     _assert_is_output(out)
-    _assert_is_output(StageCache(tmp_path).load(key))
+    _assert_is_output(StageCache(root).load(key))
+    cache.save_checkpoint(_key(seed=5), {"step": 1})
+    assert {name: sorted(p.name for p in folder.iterdir()) for name, folder in outside.items()} == {
+        "tmp": [],
+        "cwd": [],
+    }
 
 
 def test_a_leftover_unfinished_entry_is_replaced(tmp_path: Path) -> None:
@@ -222,6 +279,9 @@ def test_two_processes_asking_for_one_stage_compute_it_once(tmp_path: Path) -> N
     assert sorted(reused for _, reused, _, _ in got) == [False, True]
     assert all(w == _output()["weights"].tolist() and n == 3 for _, _, w, n in got)
     assert StageCache(tmp_path).meta(_key())["by"] in ("first", "second")
+    never = _Counter()
+    _, reused = StageCache(tmp_path).get_or_compute(_key(), never)  # a third asker reuses it too
+    assert reused and never.calls == 0
 
 
 def test_checkpoints_round_trip_and_are_removed_by_the_final_store(tmp_path: Path) -> None:
@@ -241,6 +301,9 @@ def test_checkpoints_round_trip_and_are_removed_by_the_final_store(tmp_path: Pat
     assert back["step"] == 40 and back["losses"] == [0.5, 0.25]
     assert torch.equal(back["model"]["w"], torch.ones(3)) and torch.equal(back["rng"], state["rng"])
     cache.save_checkpoint(key, {**state, "step": 80})  # a later checkpoint replaces it
+    fresh = StageCache(tmp_path / "not" / "made" / "yet")
+    fresh.save_checkpoint(key, {"step": 1})  # a cache folder that does not exist yet is made
+    assert fresh.load_checkpoint(key) == {"step": 1}
     assert cache.load_checkpoint(key)["step"] == 80
 
     def compute() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -251,6 +314,23 @@ def test_checkpoints_round_trip_and_are_removed_by_the_final_store(tmp_path: Pat
     cache.get_or_compute(key, compute)
     assert cache.load_checkpoint(key) is None
     assert not cache.checkpoint_path(key).exists()
+
+
+def test_a_crash_while_checkpointing_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system_tmp = tmp_path / "system_tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    key = _key()
+    cache = StageCache(tmp_path / "cache")
+    cache.save_checkpoint(key, {"step": 40})
+    with monkeypatch.context() as patch:
+        _crash_in_torch_save(patch)
+        with pytest.raises(_CrashError):
+            cache.save_checkpoint(key, {"step": 80})
+    assert cache.load_checkpoint(key) == {"step": 40}  # the retry resumes from the last whole one
+    assert not list(system_tmp.iterdir())  # the half-written file stayed next to the cache
 
 
 def _pwn(path: str) -> str:
@@ -268,7 +348,10 @@ class _Malicious:
         return _pwn, (self.path,)
 
 
-def test_loads_refuse_pickled_objects_that_are_not_plain_data(tmp_path: Path) -> None:
+def test_loads_refuse_pickled_objects_that_are_not_plain_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch >= 2.6 loads weights-only by default, but this variable (set by tools that load old
+    # checkpoints) turns that default off: only an explicit weights_only=True keeps the cache safe.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     key = _key()
     marker = tmp_path / "pwned"
     cache = StageCache(tmp_path / "cache")
@@ -282,5 +365,6 @@ def test_loads_refuse_pickled_objects_that_are_not_plain_data(tmp_path: Path) ->
         cache.load_checkpoint(key)
     assert not marker.exists(), "loading a checkpoint ran pickled code"
     # the same file is dangerous to an unsafe loader: the refusal above is what protects us
-    torch.load(cache.checkpoint_path(key), weights_only=False)
+    with pytest.warns(UserWarning, match="TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"):
+        torch.load(cache.checkpoint_path(key))
     assert marker.exists()
