@@ -147,21 +147,80 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace, console: Console) -> int:
-    from salient.platform.synth import resolve_generator, synthesize_cohort
+    from salient.platform.synth import resolve_generator, synthesize_cohort, synthesize_nnunet
 
+    nnunet = args.format == "nnunet"
+    if nnunet and args.dataset_id is None:
+        raise PlatformError("--format nnunet needs --dataset-id N (1 to 999; the dataset becomes DatasetNNN_NAME)")
+    if not nnunet:
+        given = [o for o, v in (("--dataset-id", args.dataset_id), ("--dataset-name", args.dataset_name)) if v]
+        given += ["--include-real"] if args.include_real else []
+        if given:
+            raise PlatformError(f"{', '.join(given)} apply to --format nnunet only")
     cohort = Path(args.cohort) if args.cohort else None
     if cohort is not None and not cohort.exists():
         raise PlatformError(f"--cohort {cohort}: no such file or folder")
-    if (problem := new_output_problem(Path(args.out_dir), "OUT_DIR", folder=True)) is not None:
+    out = Path(args.out_dir)
+    if (problem := new_output_problem(out, "OUT_ROOT" if nnunet else "OUT_DIR", folder=True)) is not None:
         raise PlatformError(problem)
     source = resolve_generator(args.generator, args.tracking_uri)
     console.print(f"generator: {_esc(source.entry)}")
-    manifest, written = synthesize_cohort(
-        source, args.masks, Path(args.out_dir), seed=args.seed, cohort=cohort, progress=True
-    )
+    labels = {"lesion_label": _label_or_name(args.lesion_label), "channel": _label_or_name(args.channel)}
+    if nnunet:
+        done = synthesize_nnunet(
+            source,
+            args.masks,
+            out,
+            args.dataset_id,
+            args.dataset_name or "SalientSynthetic",
+            seed=args.seed,
+            cohort=cohort,
+            include_real=args.include_real,
+            progress=True,
+            **labels,
+        )
+        written = done.n_synthetic
+    else:
+        manifest, written = synthesize_cohort(
+            source, args.masks, out, seed=args.seed, cohort=cohort, progress=True, **labels
+        )
     if written < args.masks:
         console.print(f"[yellow]MaskVAE3D drew only {written} non-empty masks in its allowed attempts[/]")
-    console.print(f"wrote {written} synthetic CT + mask pairs -> {_esc(manifest)}")
+    if nnunet:
+        real = f" + {done.n_real} real (REAL_*)" if done.n_real else ""
+        console.print(f"wrote {written} synthetic (SYN_*){real} cases -> {_esc(done.path)}")
+        console.print(f"nnU-Net: nnUNet_raw={_esc(out.resolve())} nnUNetv2_plan_and_preprocess -d {args.dataset_id}")
+    else:
+        console.print(f"wrote {written} synthetic CT + mask pairs -> {_esc(manifest)}")
+    return EXIT_OK
+
+
+def _cmd_register_generator(args: argparse.Namespace, console: Console) -> int:
+    import os
+
+    from mlflow.tracking import MlflowClient
+    from salient.platform.generator_lookup import RUN_ID
+    from salient.platform.generator_registry import register_generator
+    from salient.platform.synth import resolve_generator
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise PlatformError("register-generator needs --tracking-uri (or MLFLOW_TRACKING_URI): the registry's store")
+    if args.generator.startswith("models:/"):
+        raise PlatformError(f"--generator {args.generator} is registered already; name its run id or pool folder")
+    source = resolve_generator(args.generator, uri)
+    run_id = args.generator if RUN_ID.match(args.generator) and not Path(args.generator).exists() else None
+    version = register_generator(
+        MlflowClient(tracking_uri=uri, registry_uri=uri),
+        run_id,
+        source,
+        args.name,
+        raw_subject_ids=args.log_subject_ids,
+        alias=args.alias,
+    )
+    console.print(f"registered {_esc(source.entry)} as models:/{_esc(args.name)}/{version} at {_esc(uri)}")
+    if args.alias:
+        console.print(f"alias: models:/{_esc(args.name)}@{_esc(args.alias)} -> version {version}")
     return EXIT_OK
 
 
@@ -359,16 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "synth",
-        help="write paired synthetic CT + mask NIfTI from a trained generator",
+        help="write paired synthetic CT + mask NIfTI from a trained generator (cohort or nnU-Net dataset)",
         description="Draw lesion masks from a trained generator, synthesise them into healthy hosts and write a "
-        "cohort folder (images/, masks/, labels.csv, synth.json). Outside the synthesised slices each volume is "
-        "its real host scan: treat the output as patient-derived data.",
+        "cohort folder (images/, masks/, labels.csv, synth.json) or, with --format nnunet, an nnU-Net v2 raw "
+        "dataset OUT_ROOT/DatasetNNN_NAME/ (SYN_#### cases; REAL_#### with --include-real). Outside the "
+        "synthesised slices each volume is its real host scan: treat the output as patient-derived data.",
     )
     p.add_argument(
         "--generator",
         required=True,
-        metavar="RUN_OR_PATH",
-        help="MLflow run id of a trial with dose > 0, or its pool folder OUTPUT_DIR/stage_cache/pool/<key>",
+        metavar="RUN_PATH_OR_MODEL",
+        help="MLflow run id of a trial with dose > 0, its pool folder OUTPUT_DIR/stage_cache/pool/<key>, or a "
+        "registered generator models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/latest",
     )
     p.add_argument(
         "--masks",
@@ -377,11 +438,52 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"lesion masks to draw (one subject each), 1 to {MAX_SYNTH_MASKS}",
     )
-    p.add_argument("out_dir", metavar="OUT_DIR", help="new (or empty) folder for the synthetic cohort")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI for a run id (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument(
+        "out_dir",
+        metavar="OUT",
+        help="cohort: a new (or empty) folder; nnunet: the nnUNet_raw folder that receives DatasetNNN_NAME/",
+    )
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking URI for a run id or models:/ URI (default: $MLFLOW_TRACKING_URI)"
+    )
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="0 to 2**32 - 1 (default 0)")
-    p.add_argument("--cohort", metavar="DIR_OR_MANIFEST", help="take healthy hosts from this cohort instead")
+    p.add_argument(
+        "--cohort",
+        metavar="DIR_MANIFEST_OR_DATASET",
+        help="take healthy hosts from this cohort instead: a manifest (or its folder), an nnU-Net v2 DatasetNNN_* "
+        "or an MSD Task* folder (healthy = cases without the lesion label)",
+    )
+    p.add_argument("--lesion-label", metavar="ID_OR_NAME", help="nnU-Net/MSD --cohort: the lesion's label id or name")
+    p.add_argument("--channel", metavar="INDEX_OR_NAME", help="nnU-Net/MSD --cohort: the image channel (default 0)")
+    p.add_argument("--format", choices=("cohort", "nnunet"), default="cohort", help="output layout (default cohort)")
+    p.add_argument(
+        "--dataset-id", type=_int_in(1, 999), metavar="N", help="nnunet: the dataset id (DatasetNNN), 1 to 999"
+    )
+    p.add_argument("--dataset-name", metavar="NAME", help="nnunet: letters, digits and '-' (default SalientSynthetic)")
+    p.add_argument(
+        "--include-real",
+        action="store_true",
+        help="nnunet: also write the generator's own training subjects (real scans, real masks) as REAL_#### cases",
+    )
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser(
+        "register-generator",
+        help="register a trained generator in the MLflow Model Registry",
+        description="Log a trial's generator (MaskVAE3D + diffusion + UCMT teacher weights, configs, record) as one "
+        "MLflow model and register it as a new version of NAME; synth and tune-guidance then take "
+        "--generator models:/NAME/VERSION. Subject ids are stored hashed unless --log-subject-ids.",
+    )
+    p.add_argument("--generator", required=True, metavar="RUN_OR_PATH", help="trial run id (dose > 0) or pool folder")
+    p.add_argument("--name", required=True, help="registered model name (letters, digits, '_', '-', '.')")
+    p.add_argument("--alias", help="also point this alias at the new version, e.g. champion")
+    p.add_argument(
+        "--log-subject-ids",
+        action="store_true",
+        help="store raw subject ids and the cohort path (default: sha256 ids, path's last name only)",
+    )
+    p.add_argument("--tracking-uri", help="MLflow tracking URI of the store (default: $MLFLOW_TRACKING_URI)")
+    p.set_defaults(func=_cmd_register_generator)
 
     p = sub.add_parser(
         "dashboard",
@@ -417,8 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort", metavar="DIR_OR_MANIFEST", help="the cohort to tune for (default: the study's)")
     p.add_argument(
         "--generator",
-        metavar="RUN_OR_PATH",
-        help="a trained generator (trial run id or pool folder); default: train one on the cohort",
+        metavar="RUN_PATH_OR_MODEL",
+        help="a trained generator (trial run id, pool folder, or models:/NAME/VERSION|@ALIAS|/latest); "
+        "default: train one on the cohort",
     )
     p.add_argument(
         "--trials",

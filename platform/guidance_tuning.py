@@ -42,6 +42,7 @@ from salient.models.ucmt import DeepLabV3Plus, predict_masks
 from salient.platform.cohort.manifest import manifest_file
 from salient.platform.cohort.prepare import LoadedCohort, load_cohort
 from salient.platform.errors import PlatformError
+from salient.platform.generator_registry import generator_for_cohort
 from salient.platform.hashing import content_hash
 from salient.platform.outputs import output_dir_problem
 from salient.platform.privacy import subject_tokens
@@ -388,6 +389,8 @@ def run_guidance_tuning(
     if (problem := output_dir_problem(study.output_dir)) is not None:
         raise PlatformError(problem)
     cohort = load_cohort(study.cohort, study.output_dir, progress=True)
+    if source is not None:  # a registered generator names its training subjects by hash: find them here
+        source = generator_for_cohort(source, cohort.subjects)
     cache = StageCache(study.output_dir / "stage_cache")
     console.print("preparing: held-out slices and generator" + (" (training it)" if source is None else ""))
     setup, provenance = prepare_tuning(study, cohort, cache, source)

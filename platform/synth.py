@@ -1,20 +1,35 @@
-"""`platform synth`: paired synthetic CT + mask NIfTI from a trained generator.
+"""`platform synth`: paired synthetic CT + mask NIfTI from a trained generator, as a cohort or an nnU-Net dataset.
 
-A generator is what one trial's pool stage used: MaskVAE3D + wavelet diffusion + UCMT teacher,
-found in the stage cache. It is named either by the folder of that pool entry
-(``OUTPUT_DIR/stage_cache/pool/<key>``, the ``stage_key.pool`` param of a trial run) or by the
-MLflow run id of a trial with dose > 0.
+A generator is what one trial's pool stage used: MaskVAE3D + wavelet diffusion + UCMT teacher.
+It is named by the folder of that pool entry (``OUTPUT_DIR/stage_cache/pool/<key>``, the
+``stage_key.pool`` param of a trial run), by the MLflow run id of a trial with dose > 0
+(:mod:`salient.platform.generator_lookup`), or by a Model Registry URI ``models:/NAME/VERSION``
+(``@ALIAS``, ``/latest``; :mod:`salient.platform.generator_registry`).
 
 Each output subject is one MaskVAE3D lesion drawn into a healthy host: the slices of the lesion's
 axial extent are synthesised by the diffusion model (conditioned on the mask and the host's
 neighbouring slices) and pseudo-labelled by the UCMT teacher; the other slices are the host's.
-So every output volume is partly a real scan: treat the folder as patient-derived data.
-Host subject ids are written only as hashes.
+So every output volume is partly a real scan: treat the output as patient-derived data.
+Host subject ids are written only as hashes. Hosts are the generator's own training hosts, or
+the healthy (label 0) subjects of ``--cohort``: a manifest cohort, an nnU-Net v2 raw dataset or an
+MSD task folder, preprocessed like the generator's cohort.
 
-The output folder is a cohort (``labels.csv`` with ``subject, image, mask, label`` like
-``platform cohort phantom`` writes) and passes ``platform cohort check``. It is written to a
-temporary sibling folder and renamed into place at the end, so an interrupted run leaves no
-half-written cohort, and an existing folder is never overwritten.
+Two output formats:
+
+* ``cohort`` (default): a folder with ``labels.csv`` (``subject, image, mask, label`` like
+  ``platform cohort phantom`` writes; passes ``platform cohort check``), ``images/``, ``masks/``
+  (with the MaskVAE3D ``*_condition`` masks) and ``synth.json`` (provenance).
+* ``nnunet``: ``OUT_ROOT/DatasetNNN_NAME/`` in nnU-Net v2's raw layout, written by
+  :func:`~salient.platform.cohort.nnunet_export.write_nnunet_dataset`: channel ``{0: "CT"}``,
+  labels ``{background: 0, lesion: 1}`` (the lesion label is the UCMT pseudo-label, the mask the
+  platform's detector trains on), synthetic cases ``SYN_####``; with ``include_real`` the
+  generator's own training subjects (real scans with their real masks) as ``REAL_####``, never
+  under their ids. Real cases are written from their preprocessed volumes, so every case shares
+  one grid and HU window and no source header (which can carry identifying text) is copied.
+  Provenance goes into dataset.json's ``salient`` block.
+
+Both are written to a temporary sibling folder and renamed into place at the end, so an
+interrupted run leaves no half-written output, and existing data is never overwritten.
 """
 
 from __future__ import annotations
@@ -25,139 +40,81 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
-from salient.dashboards import names
+from salient.platform.cohort.dataset import DATASET_SOURCES, detect_source
 from salient.platform.cohort.manifest import manifest_file
+from salient.platform.cohort.nnunet_export import NnunetCase, case_name, write_nnunet_dataset
+from salient.platform.cohort.prepare import LoadedCohort
 from salient.platform.cohort.preprocess import PreprocessedSubject
-from salient.platform.errors import PlatformError, clip, input_limits
+from salient.platform.errors import PlatformError, clip
+from salient.platform.generator_lookup import RUN_ID, generator_from_entry, generator_from_run
+from salient.platform.generator_registry import (
+    RegisteredGenerator,
+    generator_for_cohort,
+    is_model_uri,
+    load_registered_generator,
+)
 from salient.platform.outputs import new_output_problem
 from salient.platform.privacy import subject_token
 from salient.platform.stage_cache import CODE_VERSION
-from salient.platform.stages import DIFFUSION, GENERATOR_STAGES, MASK_VAE, POOL, UCMT
+from salient.platform.stages import DIFFUSION, GENERATOR_STAGES, MASK_VAE, UCMT
 from salient.platform.stages.generator import (
-    GeneratorRecord,
     GeneratorSource,
+    LesionBlock,
     draw_lesion_blocks,
     load_generators,
     sample_blocks,
     ucmt_labels,
 )
-from salient.platform.study.schema import CohortSpec, PreprocessSpec, StagesSpec
+from salient.platform.study.schema import CohortSpec, PreprocessSpec
 
-__all__ = ["GeneratorSource", "resolve_generator", "synthesize_cohort", "zhw_to_nifti"]
+__all__ = [
+    "MAX_SYNTH_MASKS",
+    "NNUNET_CHANNELS",
+    "NNUNET_LABELS",
+    "GeneratorSource",
+    "NnunetSynthesis",
+    "resolve_generator",
+    "synthesize_cohort",
+    "synthesize_nnunet",
+    "zhw_to_nifti",
+]
 
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 #: Most subjects one call writes (each is a full CT volume); the CLI enforces the same bound.
 MAX_SYNTH_MASKS = 10_000
+NNUNET_CHANNELS = {0: "CT"}
+NNUNET_LABELS = {"background": 0, "lesion": 1}
+DEFAULT_DATASET_NAME = "SalientSynthetic"
+# The dataset-name and id rules of write_nnunet_dataset, checked here too so that a bad name or a
+# taken id is refused before minutes of synthesis rather than after.
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,49}$")
 
 
-#: Largest generator ``meta.json`` read (it lists the host subjects: kB to a few MB).
-MAX_META_BYTES = 64 << 20
-_KEY_PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+def resolve_generator(ref: str, tracking_uri: str | None = None, work_dir: Path | None = None) -> GeneratorSource:
+    """A pool-entry folder, the MLflow run id of a trial with synthetic data, or a registered model
+    (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/NAME/latest``) -> its generator.
 
-
-def _read_meta(meta_file: Path, what: str) -> dict[str, Any]:
-    """A generator's ``meta.json`` as a dict; anything else is the user's bad input (exit 2)."""
-    try:
-        with meta_file.open("rb") as fh:
-            data = fh.read(MAX_META_BYTES + 1)
-    except OSError as exc:
-        raise PlatformError(f"{what}: {meta_file} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > MAX_META_BYTES:
-        raise PlatformError(f"{what}: {meta_file} is larger than {MAX_META_BYTES} bytes; not a generator record")
-    try:
-        with input_limits(f"{what}: {meta_file}"):
-            meta = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PlatformError(f"{what}: {meta_file} is not valid JSON: {clip(str(exc))}") from None
-    if not isinstance(meta, dict):
-        raise PlatformError(f"{what}: {meta_file} must hold a JSON object, got {clip(repr(meta))}")
-    return meta
-
-
-def _meta_error(exc: Any, where: str, meta_file: Path, what: str) -> PlatformError:
-    first = exc.errors()[0]
-    loc = ".".join([where, *(str(x) for x in first["loc"])])
-    msg = first["msg"].removeprefix("Value error, ")
-    return PlatformError(
-        f"{what}: {meta_file}: {loc}: {msg} (got {clip(repr(first.get('input')))}); "
-        f"{exc.error_count()} problem(s) - not a generator record this platform wrote"
-    )
-
-
-def _generator_record(raw: Any, meta_file: Path, what: str) -> GeneratorRecord:
-    """``meta.json["generator"]`` checked field by field (types, configs, model keys) before use."""
-    from pydantic import TypeAdapter, ValidationError
-
-    try:
-        record = TypeAdapter(GeneratorRecord).validate_python(raw)
-    except ValidationError as exc:
-        raise _meta_error(exc, "generator", meta_file, what) from None
-    for field, model in (("stages", StagesSpec), ("cohort", CohortSpec)):
-        try:
-            model.model_validate(getattr(record, field))
-        except ValidationError as exc:
-            raise _meta_error(exc, f"generator.{field}", meta_file, what) from None
-    for model in (MASK_VAE, DIFFUSION, UCMT):
-        key = getattr(record, model)
-        parts = key.split("/")
-        if len(parts) != 2 or not all(_KEY_PART.match(p) for p in parts) or ".." in parts:
-            raise PlatformError(f"{what}: {meta_file}: generator.{model} must be STAGE/KEY, got {clip(repr(key))}")
-    return record
-
-
-def _from_entry(entry: Path, what: str) -> GeneratorSource:
-    meta_file = entry / "meta.json"
-    if not meta_file.is_file():
-        raise PlatformError(f"{what}: {entry} is not a finished stage-cache entry (no meta.json)")
-    meta = _read_meta(meta_file, what)
-    if meta.get("stage") != POOL:
-        raise PlatformError(
-            f"{what}: {entry} is a {meta.get('stage')!r} entry; a generator is named by its pool entry "
-            "(OUTPUT_DIR/stage_cache/pool/<key>)"
-        )
-    if "generator" not in meta:
-        raise PlatformError(f"{what}: {entry} was written before generators were recorded; rerun its study")
-    return GeneratorSource(entry, _generator_record(meta["generator"], meta_file, what))
-
-
-def resolve_generator(ref: str, tracking_uri: str | None = None) -> GeneratorSource:
-    """A pool-entry folder or the MLflow run id of a trial with synthetic data -> its generator."""
+    Args:
+        work_dir: a registered generator's work folder for its host cohort (default: the user cache).
+    """
+    if is_model_uri(ref):
+        return load_registered_generator(ref, tracking_uri, work_dir)
     path = Path(ref)
     if path.exists():
-        return _from_entry(path, "--generator")
-    if not _RUN_ID.match(ref):
-        raise PlatformError(f"--generator {ref!r} is neither an existing folder nor an MLflow run id (32 hex digits)")
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
+        return generator_from_entry(path, "--generator")
+    if not RUN_ID.match(ref):
         raise PlatformError(
-            f"--generator {ref} looks like an MLflow run id: give --tracking-uri (or set MLFLOW_TRACKING_URI), "
-            "e.g. sqlite:///salient_runs/mlflow.db"
+            f"--generator {clip(repr(ref))} is neither an existing folder nor an MLflow run id (32 hex digits) "
+            "nor a registered model (models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/latest)"
         )
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        run = client.get_run(ref)
-        parent_id = run.data.tags.get(names.TAG_PARENT)
-        parent = client.get_run(parent_id) if parent_id else None
-    except MlflowException as exc:
-        raise PlatformError(f"--generator {ref}: no such run at {uri} ({exc.message})") from None
-    pool = run.data.params.get(names.PARAM_STAGE_KEY_PREFIX + POOL)
-    if pool is None:
-        raise PlatformError(
-            f"--generator {ref}: run {run.info.run_name!r} trained no generator (dose 0?); pick a trial with dose > 0"
-        )
-    root = parent.data.params.get(names.PARAM_STAGE_CACHE) if parent is not None else None
-    if root is None:
-        raise PlatformError(f"--generator {ref}: its study run does not record where its stage cache is")
-    return _from_entry(Path(root) / pool, f"--generator {ref}")
+    return generator_from_run(ref, tracking_uri)
 
 
 def zhw_to_nifti(volume: np.ndarray, spacing: tuple[float, float, float]) -> nib.Nifti1Image:
@@ -171,15 +128,55 @@ def _to_hu(x: np.ndarray, prep: PreprocessSpec) -> np.ndarray:
     return ((np.clip(x, -1.0, 1.0) + 1.0) / 2.0 * (high - low) + low).astype(np.float32)
 
 
-def _hosts(
-    source: GeneratorSource, cohort: Path | None, progress: bool
-) -> tuple[list[PreprocessedSubject], PreprocessSpec]:
+def _cohort_spec(
+    source: GeneratorSource, cohort: Path | None, lesion_label: int | str | None, channel: int | str | None
+) -> CohortSpec:
+    """The cohort to load: the generator's own, or ``cohort`` preprocessed like it."""
+    own = CohortSpec.model_validate(source.record.cohort)
+    if cohort is None:
+        if lesion_label is not None or channel is not None:
+            raise PlatformError("--lesion-label and --channel apply to an nnU-Net or MSD --cohort only")
+        return source.cohort_spec() if isinstance(source, RegisteredGenerator) else own
+    kind = detect_source(cohort)
+    if kind in DATASET_SOURCES:
+        root = cohort.parent if cohort.name == "dataset.json" else cohort
+        options: dict[str, Any] = {"lesion_label": lesion_label}
+        if channel is not None:
+            options["channel"] = channel
+        try:
+            return CohortSpec(source=kind, dataset=root.resolve(), preprocessing=own.preprocessing, **options)
+        except ValueError as exc:
+            raise PlatformError(f"--cohort {cohort}: {clip(str(exc))}") from None
+    if lesion_label is not None or channel is not None:
+        raise PlatformError(f"--lesion-label and --channel apply to an nnU-Net or MSD --cohort; {cohort} is a manifest")
+    return CohortSpec(source="manifest", manifest=manifest_file(cohort), preprocessing=own.preprocessing)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """The generator with its subjects named as in the loaded cohort, and that cohort."""
+
+    source: GeneratorSource
+    cohort: LoadedCohort
+    prep: PreprocessSpec
+    hosts: list[PreprocessedSubject]
+    given: Path | None  # the --cohort, or None for the generator's own
+
+
+def _prepare(
+    source: GeneratorSource,
+    cohort: Path | None,
+    lesion_label: int | str | None,
+    channel: int | str | None,
+    progress: bool,
+) -> _Prepared:
     from salient.platform.cohort.prepare import load_cohort
 
-    spec = CohortSpec.model_validate(source.record.cohort)
-    if cohort is not None:
-        spec = CohortSpec(source="manifest", manifest=manifest_file(cohort), preprocessing=spec.preprocessing)
+    spec = _cohort_spec(source, cohort, lesion_label, channel)
+    if isinstance(source, RegisteredGenerator):
+        source.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # may hold preprocessed real scans
     loaded = load_cohort(spec, source.output_dir, progress=progress)
+    source = generator_for_cohort(source, loaded.subjects)
     if cohort is not None:
         hosts = [s for s in loaded.subjects.values() if s.label == 0]
         if not hosts:
@@ -189,58 +186,51 @@ def _hosts(
         if missing:
             raise PlatformError(f"{len(missing)} host subject(s) of the generator are not in its cohort any more")
         hosts = [loaded.subjects[h] for h in source.record.hosts]
-    return hosts, spec.preprocessing
+    return _Prepared(source, loaded, spec.preprocessing, hosts, cohort)
 
 
-def synthesize_cohort(
-    source: GeneratorSource,
-    n_masks: int,
-    out_dir: Path,
-    seed: int = 0,
-    cohort: Path | None = None,
-    progress: bool = False,
-) -> tuple[Path, int]:
-    """Write ``n_masks`` synthetic subjects to ``out_dir``; returns its ``labels.csv`` and how many
-    subjects it holds (fewer than ``n_masks`` if the MaskVAE3D kept drawing empty masks).
+@dataclass(frozen=True)
+class _Synthetic:
+    """One synthetic subject: volumes (Z, H, W) on the preprocessing grid."""
 
-    Args:
-        n_masks: lesion masks to draw (one output subject each).
-        seed: the draw's seed (same seed, same generator -> same output on CPU).
-        cohort: take healthy hosts from this cohort (folder or manifest) instead of the
-            generator's own training hosts; it is preprocessed like the generator's cohort.
-    """
-    if isinstance(n_masks, bool) or not isinstance(n_masks, int) or not 1 <= n_masks <= MAX_SYNTH_MASKS:
-        raise PlatformError(f"--masks must be a whole number from 1 to {MAX_SYNTH_MASKS}, got {n_masks!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - 1:
-        raise PlatformError(f"--seed must be a whole number from 0 to 2**32 - 1, got {seed!r}")
-    if (problem := new_output_problem(out_dir, "OUT_DIR", folder=True)) is not None:
-        raise PlatformError(problem)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise PlatformError(f"{out_dir} exists and is not empty; choose a new folder (nothing is overwritten)")
-    rec = source.record
+    image_hu: np.ndarray  # float32, HU within the preprocessing window
+    mask: np.ndarray  # uint8 {0, 1}: the UCMT pseudo-label
+    condition: np.ndarray  # uint8 {0, 1}: the MaskVAE3D mask it was synthesised from
+    host_sha256: str
+    z_first: int
+    z_slices: int
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "host_sha256": self.host_sha256,
+            "z_first": self.z_first,
+            "z_slices": self.z_slices,
+            "mask_dice_vs_condition": f"{_dice(self.mask, self.condition):.4f}",
+        }
+
+
+def _synthesise(prepared: _Prepared, n_masks: int, seed: int, progress: bool) -> tuple[int, Iterator[_Synthetic]]:
+    """Draw the lesion masks now; returns how many were drawn and the subjects, synthesised lazily
+    (one full volume in memory at a time). Same generator, hosts and seed -> same voxels on CPU."""
+    source, hosts, prep = prepared.source, prepared.hosts, prepared.prep
     stages = source.stages
     states = {name: source.load(name) for name in GENERATOR_STAGES}
-    hosts, prep = _hosts(source, cohort, progress)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     diffusion, vae = load_generators(
         stages.diffusion, states[DIFFUSION]["ema"], stages.mask_vae, states[MASK_VAE]["ema"]
     )
-    extents = [(int(a), int(b)) for a, b in rec.extents]
+    extents = [(int(a), int(b)) for a, b in source.record.extents]
     blocks = draw_lesion_blocks(vae, hosts, extents, g, rng, min_blocks=n_masks)[:n_masks]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
-        rows = []
-        items = list(enumerate(blocks))
+
+    def subjects() -> Iterator[_Synthetic]:
+        items: Iterable[LesionBlock] = blocks
         if progress:
             from rich.progress import track
 
-            items = list(track(items, description=f"synthesising {len(blocks)} lesions"))
-        for i, block in items:
+            items = track(blocks, description=f"synthesising {len(blocks)} lesions")
+        for block in items:
             syn = sample_blocks(diffusion, stages.diffusion, [block], hosts, g)[0]
             pseudo = ucmt_labels(stages.ucmt, states[UCMT]["teacher"], syn)
             host = hosts[block.host]
@@ -251,10 +241,76 @@ def synthesize_cohort(
             mask[z] = pseudo[:, 0].numpy().astype(np.uint8)
             cond = np.zeros_like(host.mask)
             cond[z] = block.mask[:, 0].numpy().astype(np.uint8)
+            yield _Synthetic(_to_hu(image, prep), mask, cond, subject_token(host.subject), block.z0, len(syn))
+
+    return len(blocks), subjects()
+
+
+def _provenance(prepared: _Prepared, seed: int, n: int) -> dict[str, Any]:
+    source, prep = prepared.source, prepared.prep
+    return {
+        "generator": str(source.entry),
+        "models": {name: getattr(source.record, name) for name in GENERATOR_STAGES},
+        "guidance": source.record.stages[DIFFUSION].get("guidance"),
+        "seed": seed,
+        "n_masks": n,
+        "hosts": "cohort " + str(prepared.given) if prepared.given is not None else "the generator's training hosts",
+        "intensity": f"HU, clipped to the preprocessing window {list(prep.hu_window)}",
+        "spacing_mm": list(prep.spacing),
+        "code_version": CODE_VERSION,
+    }
+
+
+def _check_counts(n_masks: int, seed: int) -> None:
+    if isinstance(n_masks, bool) or not isinstance(n_masks, int) or not 1 <= n_masks <= MAX_SYNTH_MASKS:
+        raise PlatformError(f"--masks must be a whole number from 1 to {MAX_SYNTH_MASKS}, got {n_masks!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - 1:
+        raise PlatformError(f"--seed must be a whole number from 0 to 2**32 - 1, got {seed!r}")
+
+
+def synthesize_cohort(
+    source: GeneratorSource,
+    n_masks: int,
+    out_dir: Path,
+    seed: int = 0,
+    cohort: Path | None = None,
+    progress: bool = False,
+    *,
+    lesion_label: int | str | None = None,
+    channel: int | str | None = None,
+) -> tuple[Path, int]:
+    """Write ``n_masks`` synthetic subjects to ``out_dir``; returns its ``labels.csv`` and how many
+    subjects it holds (fewer than ``n_masks`` if the MaskVAE3D kept drawing empty masks).
+
+    Args:
+        n_masks: lesion masks to draw (one output subject each).
+        seed: the draw's seed (same seed, same generator -> same output on CPU).
+        cohort: take healthy hosts from this cohort (folder or manifest, nnU-Net or MSD dataset
+            folder) instead of the generator's own training hosts; it is preprocessed like the
+            generator's cohort.
+        lesion_label, channel: for an nnU-Net/MSD ``cohort``: the lesion label (id or name) whose
+            absence makes a case healthy, and the image channel (default: its only foreground
+            label, channel 0).
+    """
+    _check_counts(n_masks, seed)
+    if (problem := new_output_problem(out_dir, "OUT_DIR", folder=True)) is not None:
+        raise PlatformError(problem)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise PlatformError(f"{out_dir} exists and is not empty; choose a new folder (nothing is overwritten)")
+    prepared = _prepare(source, cohort, lesion_label, channel, progress)
+    prep = prepared.prep
+    n, subjects = _synthesise(prepared, n_masks, seed, progress)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        rows = []
+        for i, syn in enumerate(subjects):
             subject = f"synth_{i:04d}"
-            nib.save(zhw_to_nifti(_to_hu(image, prep), prep.spacing), str(tmp / "images" / f"{subject}.nii.gz"))
-            nib.save(zhw_to_nifti(mask, prep.spacing), str(tmp / "masks" / f"{subject}.nii.gz"))
-            nib.save(zhw_to_nifti(cond, prep.spacing), str(tmp / "masks" / f"{subject}_condition.nii.gz"))
+            nib.save(zhw_to_nifti(syn.image_hu, prep.spacing), str(tmp / "images" / f"{subject}.nii.gz"))
+            nib.save(zhw_to_nifti(syn.mask, prep.spacing), str(tmp / "masks" / f"{subject}.nii.gz"))
+            nib.save(zhw_to_nifti(syn.condition, prep.spacing), str(tmp / "masks" / f"{subject}_condition.nii.gz"))
             rows.append(
                 {
                     "subject": subject,
@@ -262,35 +318,140 @@ def synthesize_cohort(
                     "mask": f"masks/{subject}.nii.gz",
                     "label": 1,
                     "condition_mask": f"masks/{subject}_condition.nii.gz",
-                    "host_sha256": subject_token(host.subject),
-                    "z_first": block.z0,
-                    "z_slices": len(syn),
-                    "mask_dice_vs_condition": f"{_dice(mask, cond):.4f}",
+                    **syn.facts(),
                 }
             )
         with (tmp / "labels.csv").open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        provenance = {
-            "generator": str(source.entry),
-            "models": {name: getattr(rec, name) for name in GENERATOR_STAGES},
-            "guidance": rec.stages[DIFFUSION].get("guidance"),
-            "seed": seed,
-            "n_masks": len(blocks),
-            "hosts": "cohort " + str(cohort) if cohort is not None else "the generator's training hosts",
-            "intensity": f"HU, clipped to the preprocessing window {list(prep.hu_window)}",
-            "spacing_mm": list(prep.spacing),
-            "code_version": CODE_VERSION,
-        }
-        (tmp / "synth.json").write_text(json.dumps(provenance, indent=1))
+        (tmp / "synth.json").write_text(json.dumps(_provenance(prepared, seed, n), indent=1))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir / "labels.csv", len(blocks)
+    return out_dir / "labels.csv", n
+
+
+@dataclass(frozen=True)
+class NnunetSynthesis:
+    """What :func:`synthesize_nnunet` wrote: the dataset folder and its case counts."""
+
+    path: Path
+    n_synthetic: int
+    n_real: int
+
+
+def _nnunet_target_problem(out_root: Path, dataset_id: int, name: str) -> str | None:
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
+        return f"--dataset-id must be a whole number from 1 to 999 (nnU-Net's DatasetNNN), got {dataset_id!r}"
+    if not isinstance(name, str) or not _DATASET_NAME.match(name):
+        return (
+            f"--dataset-name must be 1-50 letters, digits or '-' starting with a letter or digit (nnU-Net splits "
+            f"folder names at '_'), got {clip(repr(name))}"
+        )
+    if (problem := new_output_problem(out_root, "OUT_ROOT", folder=True)) is not None:
+        return problem
+    target = out_root / f"Dataset{dataset_id:03d}_{name}"
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        return f"{target} exists and is not empty; nothing is overwritten"
+    if out_root.is_dir():
+        taken = sorted(p.name for p in out_root.glob(f"Dataset{dataset_id:03d}_*") if p != target)
+        if taken:
+            return f"dataset id {dataset_id} is already used by {taken} in {out_root}; choose another --dataset-id"
+    return None
+
+
+def _real_subjects(prepared: _Prepared) -> list[PreprocessedSubject]:
+    """The generator's training subjects (real positives) as found in the loaded cohort."""
+    trained_on = prepared.source.record.trained_on
+    if not trained_on:
+        raise PlatformError("--include-real: the generator does not record its training subjects; rerun its study")
+    missing = [s for s in trained_on if s not in prepared.cohort.subjects]
+    if missing:
+        where = f"--cohort {prepared.given}" if prepared.given is not None else "the generator's cohort"
+        raise PlatformError(
+            f"--include-real: {len(missing)} of the generator's {len(trained_on)} training subjects are not in "
+            f"{where}; give the cohort it was trained on"
+        )
+    return [prepared.cohort.subjects[s] for s in trained_on]
+
+
+def synthesize_nnunet(
+    source: GeneratorSource,
+    n_masks: int,
+    out_root: Path,
+    dataset_id: int,
+    name: str = DEFAULT_DATASET_NAME,
+    seed: int = 0,
+    cohort: Path | None = None,
+    include_real: bool = False,
+    progress: bool = False,
+    *,
+    lesion_label: int | str | None = None,
+    channel: int | str | None = None,
+) -> NnunetSynthesis:
+    """Write ``out_root/DatasetNNN_name/`` (nnU-Net v2 raw) with ``n_masks`` synthetic cases.
+
+    Args:
+        out_root: the folder holding nnU-Net datasets (``$nnUNet_raw``); created if missing.
+        dataset_id: 1..999, unique in ``out_root`` (nnU-Net finds datasets by id).
+        name: the dataset name (letters, digits, '-').
+        include_real: also write the generator's training subjects as ``REAL_####`` cases.
+        n_masks, seed, cohort, lesion_label, channel: as for :func:`synthesize_cohort`.
+
+    Returns:
+        the dataset folder and how many synthetic and real cases it holds.
+    """
+    _check_counts(n_masks, seed)
+    if (problem := _nnunet_target_problem(out_root, dataset_id, name)) is not None:
+        raise PlatformError(problem)
+    prepared = _prepare(source, cohort, lesion_label, channel, progress)
+    prep = prepared.prep
+    real = _real_subjects(prepared) if include_real else []
+    n, subjects = _synthesise(prepared, n_masks, seed, progress)
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_root, prefix=".salient-synth-"))
+    try:
+        cases, facts = [], {}
+        # Each case is staged as files (write_nnunet_dataset copies .nii.gz byte for byte), so
+        # only one volume is in memory at a time however many cases there are.
+        for i, syn in enumerate(subjects):
+            image, label = staging / f"syn{i}_image.nii.gz", staging / f"syn{i}_label.nii.gz"
+            nib.save(zhw_to_nifti(syn.image_hu, prep.spacing), str(image))
+            nib.save(zhw_to_nifti(syn.mask, prep.spacing), str(label))
+            cases.append(NnunetCase((image,), label, synthetic=True))
+            facts[case_name(True, i + 1)] = syn.facts()
+        for i, subject in enumerate(real):
+            image, label = staging / f"real{i}_image.nii.gz", staging / f"real{i}_label.nii.gz"
+            nib.save(zhw_to_nifti(_to_hu(subject.image, prep), prep.spacing), str(image))
+            nib.save(zhw_to_nifti((subject.mask > 0).astype(np.uint8), prep.spacing), str(label))
+            cases.append(NnunetCase((image,), label, synthetic=False))
+        extra = {
+            **_provenance(prepared, seed, n),
+            "label_source": "SYN: UCMT teacher pseudo-label of the synthetic slices; REAL: the cohort's mask",
+            "real_cases_are": "the generator's own training subjects (real scans), ids not written"
+            if real
+            else "none (--include-real not given)",
+            "synthetic_case_facts": facts,
+        }
+        export = write_nnunet_dataset(
+            out_root,
+            dataset_id,
+            name,
+            cases,
+            NNUNET_CHANNELS,
+            NNUNET_LABELS,
+            description="SALIENT synthetic lesions (SYN_*) in real healthy host scans"
+            + (", with the generator's real training subjects (REAL_*)" if real else ""),
+            licence="patient-derived data: the licence and data-use terms of the source cohort apply",
+            extra=extra,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return NnunetSynthesis(export.path, n, len(real))
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

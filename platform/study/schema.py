@@ -32,6 +32,7 @@ from salient.models.configs import (
 from salient.platform.stages import STAGE_NAMES
 
 __all__ = [
+    "GENERATOR_NAME_PATTERN",
     "CohortSpec",
     "EvaluationSpec",
     "ParamSpec",
@@ -334,6 +335,10 @@ class ResourceSpec(Frozen):
         return StageResources(cpus=max(r.cpus for r in res), gpus=max(r.gpus for r in res))
 
 
+#: A registered model name for a generator (MLflow Model Registry): letters, digits, '_', '-', '.'.
+GENERATOR_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
 class TrackingSpec(Frozen):
     uri: str | None = Field(None, description="MLflow tracking URI; default: embedded SQLite store")
     experiment: str | None = None
@@ -343,6 +348,20 @@ class TrackingSpec(Frozen):
     log_real_images: bool = Field(
         False, description="log real lesion slices of a manifest cohort in trial previews (phantom: always)"
     )
+    register_generator: str | None = Field(
+        None,
+        pattern=GENERATOR_NAME_PATTERN,
+        description="register each trained generator in the MLflow Model Registry under this name "
+        "(then: platform synth --generator models:/NAME/VERSION)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when unset, so studies without it dump (and hash: tuning key) exactly as before.
+        data: dict[str, Any] = handler(self)
+        if self.register_generator is None:
+            data.pop("register_generator", None)
+        return data
 
 
 class TuningWeights(Frozen):
