@@ -114,9 +114,10 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 
 
 def _route_to_nchw(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    if not args or not isinstance(args[0], torch.Tensor) or args[0].device.type != "cpu":
+    # Runs before every module's forward: the cheap module test first.
+    if not is_affected_conv(module) or not args or not isinstance(args[0], torch.Tensor):
         return None
-    if not is_affected_conv(module):
+    if args[0].device.type != "cpu":  # cuDNN and other backends do not have the bug
         return None
     weight = module.weight
     if isinstance(weight, torch.Tensor) and weight.stride() != _contiguous_strides(weight.shape):
