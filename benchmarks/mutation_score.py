@@ -58,8 +58,8 @@ MODULES: dict[str, tuple[str, ...]] = {
 }
 
 # mutmut's exit-code verdicts (mutmut.stats.status_by_exit_code in 3.8), folded into the
-# columns of the table. Anything else (a crash, a segfault) is "other" and counts as killed
-# only if the test process died because of the mutant, which we cannot tell: it is not.
+# columns of the table. Anything else ("suspicious", a segfault) is "other" and is not counted
+# as killed: we cannot tell whether the mutant or the machine made the test process die.
 _VERDICT = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped"}
 _TIMEOUT_CODES = {36, -24, 24, 152, 255}
 
@@ -714,7 +714,18 @@ def _describe(work: Path, module: str, name: str) -> Mutant:
 
 
 def _table(scores: Sequence[ModuleScore]) -> str:
-    head = ("module", "mutants", "killed", "survived", "timeout", "no tests", "equivalent", "raw score", "score")
+    head = (
+        "module",
+        "mutants",
+        "killed",
+        "survived",
+        "timeout",
+        "no tests",
+        "other",
+        "equivalent",
+        "raw score",
+        "score",
+    )
     rows = [
         (
             s.module,
@@ -723,6 +734,7 @@ def _table(scores: Sequence[ModuleScore]) -> str:
             s.survived,
             s.timeout,
             s.no_tests,
+            s.other,
             s.equivalent,
             f"{100 * s.raw_score:.1f}%",
             f"{100 * s.score:.1f}%",
