@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from salient.platform.console import quiet_known_noise
 from salient.platform.errors import PlatformError, clip
-from salient.platform.outputs import new_output_problem
+from salient.platform.outputs import new_output_problem, output_dir_owner_problem
 
 __all__ = ["main"]
 
@@ -71,6 +72,8 @@ def _print_plan(console: Console, study_path: str) -> int:
 
     study = load_study(study_path)
     plan = build_plan(study)
+    if (problem := output_dir_owner_problem(study.output_dir)) is not None:  # what `run` would refuse
+        raise PlatformError(f"{study_path}: {problem}")
     console.print(f"[bold]study[/] {_esc(study.name)}  ({_esc(study_path)})")
     console.print(
         f"cohort: {study.cohort.source}"
@@ -597,6 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("alembic", "mlflow", "ray", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_known_noise()  # known-harmless third-party lines, listed with why in salient.platform.console
     # emoji=False: a user's ":name:" prints as typed. Markup stays on for the platform's own
     # styling; user strings are escaped where they are printed.
     console = Console(stderr=False, emoji=False)
@@ -609,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {clip(str(exc), MAX_ERROR_CHARS)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command (or add --resume) to continue", file=sys.stderr)
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else is a failure, not the user's input
         if args.verbose:

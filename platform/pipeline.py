@@ -23,15 +23,13 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from salient.dashboards import names
-from salient.platform.errors import PlatformError
 from salient.platform.hashing import content_hash
-from salient.platform.outputs import output_dir_problem
-from salient.platform.progress import TrialProgress
+from salient.platform.progress import progress_view
+from salient.platform.run_lock import hold_output_dir
 from salient.platform.stage_cache import CODE_VERSION, StageCache
 from salient.platform.stages import STAGE_NAMES
 from salient.platform.study import Plan, Study, build_plan, load_study
@@ -44,6 +42,10 @@ MLFLOW_WAIT_S, MLFLOW_WAIT_ENV = 120.0, "SALIENT_MLFLOW_WAIT_S"
 #: MLflow's HTTP client retries a dead server for minutes by default, which would stall the
 #: trial loop; the platform buffers and retries itself, so the client gives up sooner.
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+#: Ray Tune catches the first Ctrl-C itself, stops the trials and returns them as unfinished, which
+#: read as failures ("1 trial(s) failed", a FAILED study run). Without its handler Ctrl-C is a
+#: KeyboardInterrupt that marks the study run KILLED; a rerun resumes it like any stopped run.
+TUNE_SIGINT_DEFAULTS = {"TUNE_DISABLE_SIGINT_HANDLER": "1"}
 
 
 def study_key(study: Study) -> str:
@@ -155,18 +157,31 @@ def run_study(
     console: Console | None = None,
 ) -> StudyRun:
     """Run (or resume) a study; raises PlatformError for bad input, returns what happened."""
+    console = console or Console()
+    for name, value in {**MLFLOW_HTTP_DEFAULTS, **TUNE_SIGINT_DEFAULTS}.items():
+        os.environ.setdefault(name, value)
+    started = time.perf_counter()
+    study = load_study(study_path)  # the plan's size is counted and capped here, before it is built
+    # One run per output folder, and only a folder that is the platform's: exit 2 before anything is written.
+    with hold_output_dir(study.output_dir, study.name):
+        return _run_held(study, study_path, tracking_uri, address, resume, console, started)
+
+
+def _run_held(
+    study: Study,
+    study_path: str | Path,
+    tracking_uri: str | None,
+    address: str | None,
+    resume: bool,
+    console: Console,
+    started: float,
+) -> StudyRun:
+    """``run_study`` once the output folder is held."""
     from salient.platform.cohort.prepare import load_cohort
     from salient.platform.tracking import TRACKING_ERRORS, study_tracker
     from salient.platform.tune_adapter import run_with_tune
 
-    console = console or Console()
-    for name, value in MLFLOW_HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    started = time.perf_counter()
-    study = load_study(study_path)
     plan = build_plan(study)
-    if (problem := output_dir_problem(study.output_dir)) is not None:
-        raise PlatformError(problem)
     key = study_key(study)
     console.print(
         f"[bold]study[/] {study.name} ({escape(str(study_path))}): {plan.n_trials} trials, "
@@ -176,9 +191,7 @@ def run_study(
     cohort = load_cohort(study.cohort, study.output_dir, progress=True)  # a bad cohort stops here
     timings = {"cohort": time.perf_counter() - t0}
     tracker = study_tracker(study, tracking_uri)
-    console.print(
-        Text(f"MLflow tracking URI: {tracker.uri} (experiment {study.tracking.experiment or study.name})")
-    )
+    console.print(Text(f"MLflow tracking URI: {tracker.uri} (experiment {study.tracking.experiment or study.name})"))
     resolved = _resolve_trials(study, plan, cohort)
     trained, reused = _preview(study, resolved, console)
     params = _study_params(study, study_path, plan, key, cohort)
@@ -189,15 +202,9 @@ def run_study(
         console.print(f"resuming study run {parent}: finished stages and trials are reused")
     provenance = {k: params[k] for k in (names.PARAM_GIT, names.PARAM_COHORT, names.PARAM_CODE_VERSION)}
     trial_log = TrialLog(tracker, provenance, lambda line: console.print(Text(line, style="yellow")))
-    progress = TrialProgress(plan)
     status = "FAILED"
     try:
-        with Live(progress.render(), console=console, refresh_per_second=1, transient=False) as live:
-
-            def on_event(tune_id: str, state: str, info: dict[str, Any]) -> None:
-                progress.event(tune_id, state, info)
-                live.update(progress.render())
-
+        with progress_view(console, plan) as on_event:  # live table on a terminal, plain lines in a log
             t0 = time.perf_counter()
             outcomes, failed = run_with_tune(
                 study,
@@ -222,6 +229,9 @@ def run_study(
         timings["mlflow"] = trial_log.seconds
         timings["total"] = time.perf_counter() - started
         return StudyRun(parent, tracker.uri, outcomes, failed, trained, reused, timings)
+    except KeyboardInterrupt:
+        status = "KILLED"  # Ctrl-C stops the study, it does not fail it: the same command resumes it
+        raise
     finally:
         try:
             tracker.finish_study(status)

@@ -18,7 +18,8 @@ from pydantic import TypeAdapter, ValidationError
 from salient.models.configs import STAGE_CONFIGS, stage_config
 from salient.platform.errors import Issue, StudyError
 from salient.platform.study.params import AXES, ParamPath
-from salient.platform.study.schema import ParamSpec, StagesSpec, Study
+from salient.platform.study.plan_size import control_arms, plan_size_issues
+from salient.platform.study.schema import LimitsSpec, ParamSpec, StagesSpec, Study
 from salient.platform.study.yaml_budget import load_yaml_file
 
 __all__ = ["GUIDANCE_PREFIX", "PROFILE_VERSION", "load_search_space", "load_study", "read_yaml"]
@@ -356,7 +357,23 @@ def load_study(path: str | Path) -> Study:
             folder = cohort.dataset if cohort.dataset.is_absolute() else path.parent / cohort.dataset
             if not (folder / "dataset.json").is_file():
                 issues.append(Issue(file, "cohort.dataset", str(cohort.dataset), f"no dataset.json in {folder}"))
-    _check_space(entries, stage_dicts, n_positive, issues)
+    # Counted before any per-value check or expansion: an oversized list or plan is named, not walked.
+    limits = study.limits if study is not None else LimitsSpec()
+    issues += plan_size_issues(
+        entries,
+        study.repeats if study is not None else 1,
+        study.sampler.n_trials if study is not None else 1,
+        limits,
+        file,
+        len(study.evaluation.prevalences) if study is not None and "prevalence" not in entries else 0,
+        control_arms(study) if study is not None else 0,
+    )
+    short = {
+        n: e
+        for n, e in entries.items()
+        if e[0].kind not in ("grid", "choice") or len(e[0].candidate_values()) <= limits.max_values
+    }
+    _check_space(short, stage_dicts, n_positive, issues)
     if raw.get("kind") == "guidance_tuning":
         _check_tuning_space(entries, file, issues)
     elif "seed_size" not in entries:

@@ -13,6 +13,7 @@ from typing import Any
 
 from salient.platform.stages import GENERATOR_STAGES
 from salient.platform.study.params import AXES, pool_dose
+from salient.platform.study.plan_size import check_plan_size, is_training_grid
 from salient.platform.study.schema import ParamSpec, Study
 
 __all__ = ["Plan", "TrialSpec", "build_plan", "generator_params"]
@@ -71,7 +72,10 @@ def _active(params: dict[str, Any], spec: ParamSpec) -> bool:
 
 
 def build_plan(study: Study) -> Plan:
-    grid = {n: s for n, s in study.search_space.items() if s.is_grid and (n not in AXES or AXES[n].trains)}
+    """Expand ``study``'s grid into trials; raises StudyError (before expanding) when the plan is
+    over the study's ``limits``."""
+    check_plan_size(study)
+    grid = {n: s for n, s in study.search_space.items() if is_training_grid(n, s)}
     sampled = {n: s for n, s in study.search_space.items() if not s.is_grid}
     names = list(grid)
     cells: list[dict[str, Any]] = []

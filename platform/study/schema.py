@@ -35,6 +35,7 @@ __all__ = [
     "GENERATOR_NAME_PATTERN",
     "CohortSpec",
     "EvaluationSpec",
+    "LimitsSpec",
     "ParamSpec",
     "PhantomSpec",
     "PreprocessSpec",
@@ -399,6 +400,23 @@ class TuningSpec(Frozen):
         return self
 
 
+#: The highest ``limits.max_trials`` a study may set: the plan holds one small object per trial, so
+#: even a raised cap keeps ``validate`` within seconds and megabytes.
+MAX_TRIALS_CEILING = 100_000
+
+
+class LimitsSpec(Frozen):
+    """Caps on the size of a study's plan, checked by counting before anything is expanded
+    (:mod:`salient.platform.study.plan_size`): a grid of a million values or ``repeats: 1000000000``
+    is refused with its count instead of being built. Not part of the study's identity: raising a
+    cap does not change the study key, so a study resumes after its cap is raised."""
+
+    max_trials: int = Field(
+        10_000, ge=1, le=MAX_TRIALS_CEILING, description="detector trainings the plan may hold (grid x repeats x draws)"
+    )
+    max_values: int = Field(1_000, ge=1, le=MAX_TRIALS_CEILING, description="values one grid or choice list may hold")
+
+
 class RayClusterSpec(Frozen):
     address: str | None = Field(None, description="'auto' or HOST:PORT of a running Ray head")
 
@@ -422,6 +440,8 @@ class Study(Frozen):
     tracking: TrackingSpec = TrackingSpec()
     ray: RayClusterSpec = RayClusterSpec()
     tuning: TuningSpec = TuningSpec()
+    # exclude: limits are a guard, not content (dumps and every hash of the study leave them out)
+    limits: LimitsSpec = Field(LimitsSpec(), exclude=True)
     output_dir: Path = Path("salient_runs")
 
     @field_validator("name")

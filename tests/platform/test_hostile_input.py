@@ -617,3 +617,193 @@ def test_store_exists(tmp_path: Path, uri: str, exists: bool) -> None:
     (tmp_path / "full.db").write_bytes(b"SQLite format 3\x00")
     assert store_exists(uri.format(tmp=tmp_path)) is exists
     assert not (tmp_path / "missing.db").exists()
+
+
+# -- item 6: the plan is counted before it is built, and capped -------------------------------------
+
+
+def _validate_capped(study: Path) -> subprocess.CompletedProcess[str]:
+    """``platform validate`` in a child process under a 1 GiB address-space limit and a timeout:
+    a plan that is expanded instead of counted fails this instead of exhausting the machine."""
+    limit = 1 << 30
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "salient.platform.cli", "validate", str(study)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=cap_memory,
+    )
+
+
+def test_a_billion_repeats_is_refused_by_count_in_bounded_memory(tmp_path: Path) -> None:
+    out = _validate_capped(_write_study(tmp_path, repeats=1_000_000_000))
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert (
+        "study.yaml: limits.max_trials: the plan has seed_size 1 x dose 2 x repeats 1000000000 = 2000000000 trials, "
+        "more than limits.max_trials (10000); shrink the grid, repeats or sampler.n_trials, or raise "
+        "limits.max_trials (got 10000)"
+    ) in out.stderr
+    assert len(out.stderr) < 1000
+
+
+@pytest.mark.parametrize(
+    ("space", "extra", "named"),
+    [
+        (  # 300 x 300 x 299 cells: each list is short, the product is not
+            {
+                "seed_size": {"grid": [2]},
+                "dose": {"grid": [i / 100 for i in range(300)]},
+                "detector.lr": {"grid": [(i + 1) * 1e-5 for i in range(300)]},
+                "detector.epochs": {"grid": list(range(1, 300))},
+            },
+            {},
+            "the plan has seed_size 1 x dose 300 x detector.lr 300 x detector.epochs 299 x repeats 1 = 26910000 trials",
+        ),
+        (  # sampled draws count too
+            {"seed_size": {"grid": [2]}, "detector.lr": {"loguniform": [1e-5, 1e-2]}},
+            {"sampler": {"name": "random", "n_trials": 50_000}},
+            "the plan has seed_size 1 x repeats 1 x sampler.n_trials 50000 = 50000 trials",
+        ),
+        (  # conditional entries may collapse cells: the count is an upper bound, and says so
+            {
+                "seed_size": {"grid": [2]},
+                "dose": {"grid": [i / 10 for i in range(200)]},
+                "diffusion.guidance.nei_schedule": {"grid": ["constant", "exponential"]},
+                "diffusion.guidance.s_nei_decay": {
+                    "grid": [i / 100 + 0.01 for i in range(30)],
+                    "when": {"diffusion.guidance.nei_schedule": ["exponential"]},
+                },
+            },
+            {},
+            "x repeats 1 = up to 12000 trials",
+        ),
+    ],
+)
+def test_large_plans_are_refused_naming_count_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], space: dict[str, Any], extra: dict[str, Any], named: str
+) -> None:
+    study = _write_study(tmp_path, search_space=space, **extra)
+    assert main(["validate", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "study.yaml: limits.max_trials: " in err and named in err, err
+
+
+def test_a_grid_of_fifty_thousand_values_is_named_not_walked(tmp_path: Path) -> None:
+    # 10**6 values cannot fit the 1 MiB YAML budget; 50 000 do, and are one list over max_values
+    study = _write_study(tmp_path, search_space={"seed_size": {"grid": [2]}, "dose": {"grid": list(range(50_000))}})
+    out = _validate_capped(study)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert (
+        "study.yaml: search_space.dose.grid: holds 50000 values, more than limits.max_values (1000); use fewer "
+        "values, a sampled range, or raise limits.max_values (got '50000 values')"
+    ) in out.stderr
+    assert "seed_size 1 x dose 50000 x repeats 1 = 50000 trials" in out.stderr
+
+
+def test_limits_are_a_study_key_with_a_ceiling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    demo = REPO / "studies" / "dose_response.yaml"  # 4 doses x 2 seed sizes = 8 trials
+    text = demo.read_text().replace(
+        "search_space: search_spaces/dose.yaml", f"search_space: {REPO}/search_spaces/dose.yaml"
+    )
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(
+        text.replace("output_dir: salient_runs", f"output_dir: {tmp_path / 'o'}") + "limits: {max_trials: 7}\n"
+    )
+    assert main(["validate", str(tight)]) == 2
+    assert "the plan has dose 4 x seed_size 2 x repeats 1 = 8 trials, more than limits.max_trials (7)" in (
+        capsys.readouterr().err
+    )
+    tight.write_text(tight.read_text().replace("max_trials: 7", "max_trials: 8"))
+    assert main(["validate", str(tight)]) == 0
+    assert "8 trials" in capsys.readouterr().out
+    tight.write_text(tight.read_text().replace("max_trials: 8", "max_trials: 100001"))
+    assert main(["validate", str(tight)]) == 2
+    assert "tight.yaml: limits.max_trials: Input should be less than or equal to 100000" in capsys.readouterr().err
+    tight.write_text(tight.read_text().replace("{max_trials: 100001}", "{max_values: 3}"))
+    assert main(["validate", str(tight)]) == 2
+    assert "search_spaces/dose.yaml: dose.grid: holds 4 values, more than limits.max_values (3)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_limits_are_not_part_of_the_study_identity(tmp_path: Path) -> None:
+    from salient.platform.pipeline import study_key
+    from salient.platform.study import load_study
+
+    plain = load_study(_write_study(tmp_path))
+    capped = load_study(_write_study(tmp_path, name="capped.yaml", limits={"max_trials": 50, "max_values": 20}))
+    assert capped.limits.max_trials == 50 and plain.limits.max_trials == 10_000
+    assert study_key(capped) == study_key(plain)  # raising a cap later resumes the same study
+
+
+def test_build_plan_counts_before_expanding_studies_made_in_code() -> None:
+    from salient.platform.study import build_plan
+    from salient.platform.study.schema import Study
+
+    study = Study.model_validate(
+        {"name": "coded", "repeats": 10**9, "search_space": {"seed_size": {"grid": [2]}, "dose": {"grid": [0.0]}}}
+    )
+    with pytest.raises(StudyError, match=r"seed_size 1 x dose 1 x repeats 1000000000 = 1000000000 trials"):
+        build_plan(study)
+
+
+def test_run_refuses_a_large_plan_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = _write_study(tmp_path, output_dir=tmp_path / "out", repeats=20_000)
+    assert main(["run", str(study)]) == 2
+    assert "repeats 20000 = 40000 trials, more than limits.max_trials (10000)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# -- item 8: output_dir is new, empty or the platform's; never a system folder ----------------------
+
+
+@pytest.mark.parametrize(
+    ("output_dir", "named"),
+    [
+        ("/etc", "output_dir /etc is a system folder"),
+        ("/", "output_dir / is a system folder"),
+        ("/usr/lib/salient", "output_dir /usr/lib/salient is inside /usr, a system folder"),
+        ("/proc/salient", "output_dir /proc/salient is inside /proc, a system folder"),
+    ],
+)
+def test_system_output_dirs_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], output_dir: str, named: str
+) -> None:
+    assert main(["validate", str(_write_study(tmp_path, output_dir=Path(output_dir)))]) == 2
+    assert named in capsys.readouterr().err
+
+
+def test_run_into_a_folder_of_the_users_own_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "analysis"
+    mine.mkdir()
+    (mine / "results.csv").write_text("my,own\n1,2\n")
+    before = _listing(mine)
+    assert main(["run", str(_write_study(tmp_path, output_dir=mine))]) == 2
+    assert f"output_dir {mine} already holds files the platform did not write (results.csv, ...)" in (
+        capsys.readouterr().err
+    )
+    assert _listing(mine) == before
+
+
+def test_the_count_is_the_plan_built_and_counts_control_arms() -> None:
+    from salient.platform.study import build_plan, load_study
+    from salient.platform.study.plan_size import count_plan
+    from salient.platform.study.schema import ParamSpec
+
+    demo = load_study(REPO / "studies" / "dose_response.yaml")  # doses 0, 1, 2, 4 x seed sizes 6, 10
+    size = count_plan(demo.search_space, demo.repeats, demo.sampler.n_trials)
+    assert (size.trials, size.exact) == (8, True) and size.trials == len(build_plan(demo).trials)
+    assert size.describe() == "dose 4 x seed_size 2 x repeats 1 = 8"  # prevalence is evaluation only
+    space = {"dose": ParamSpec(grid=(0.0, 1.0, 2.0)), "seed_size": ParamSpec(grid=(2, 4))}
+    # two control arms repeat each of the 2 doses > 0: (3 + 2 x 2) doses x 2 seed sizes x 3 repeats
+    with_controls = count_plan(space, 3, 1, controls=2)
+    assert with_controls.trials == 42
+    assert with_controls.describe() == (
+        "dose (with 2 control arm(s) at its 2 dose(s) > 0) 7 x seed_size 2 x repeats 3 = 42"
+    )
+    with pytest.raises(ValueError, match="got 0, 1 and 0"):
+        count_plan(space, 0, 1)
