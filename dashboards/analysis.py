@@ -1,42 +1,35 @@
-"""Dose-response analysis: pure functions over a study's results table (paper 4.3, Table 1).
+"""Dose-response tables: pure functions over a study's results table (paper 4.3, Table 1).
 
 The input is the trial table every study produces (``results.csv``, or MLflow child runs via
-:mod:`salient.platform.results`): one row per trained detector with its search-space values
-(``dose``, ``seed_size``, ``repeat`` ...) and metrics per test prevalence
-(``auprc_p0.05``, ``auprc_p0.05_ci_low``, ``auprc_p0.05_ci_high``, ``auroc_p0.05`` ...).
+:mod:`salient.platform.results`): one row per trained detector with its values (``dose``,
+``seed_size``, ``repeat``, ``arm`` ...) and metrics per prevalence (``auprc_p0.05``,
+``auprc_p0.05_ci_low``, ``val_auprc_p0.05`` ...).
 
-Definitions (per seed size and prevalence, on the mean curve over repeats):
+These tables *describe* the curves: per arm, seed size, prevalence and dose, the mean test metric
+over repeats with an interval (the t interval across repeats with two or more, otherwise the
+trial's own bootstrap interval) and its difference from 0x. Whether a dose helps or harms is not
+decided here: that is a paired, multiplicity-aware question answered from per-subject scores by
+:mod:`salient.dashboards.significance` (chosen on validation, reported on test).
 
-* **curve**: mean AUPRC per dose. Its interval is the t interval of the mean across repeats
-  when there are at least two repeats, otherwise the trial's own bootstrap interval.
-* **therapeutic dose**: the dose with the highest mean; ties go to the smallest dose (less
-  synthesis for the same result). Its uncertainty: the *plausible optima*, every dose whose
-  interval reaches the best dose's interval (not significantly worse than the best), and, with
-  repeats, the share of repeats whose own best dose is the therapeutic dose.
-* **therapeutic window**: plausible optima whose mean is above the 0x baseline.
-* **toxic dose**: the smallest dose above the therapeutic dose whose mean falls below the 0x
-  baseline; ``None`` when no dose does (or there is no 0x baseline).
-* **delta**: a dose's mean minus the 0x mean; with repeats, the mean of per-repeat differences
-  (paired by repeat, which shares the split).
+Arms: ``synthetic`` is the dose curve; controls (``real``, ``shuffled``) share the 0x trial of
+their seed size and repeat, which is drawn as the first point of every arm's curve.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from salient.dashboards import names
+from salient.dashboards.significance import Finding
 
 __all__ = [
-    "DoseSummary",
     "ablation_table",
     "best_per_cell",
     "curve_table",
     "dose_shift",
-    "dose_summaries",
     "long_metrics",
     "natural_order",
     "prevalences",
@@ -44,8 +37,6 @@ __all__ = [
     "table1_markdown",
     "tvr_gains",
 ]
-
-GROUP = ("seed_size", "prevalence")
 
 
 def prevalences(results: pd.DataFrame) -> list[float]:
@@ -60,37 +51,48 @@ def _require(results: pd.DataFrame, columns: Sequence[str]) -> None:
         raise ValueError(f"results table lacks column(s) {missing}; it has {sorted(map(str, results.columns))}")
 
 
-def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
-    """One row per (trial, prevalence): ``seed_size, dose, repeat, prevalence, value, ci_low, ci_high``.
+def _with_cell(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with ``arm``, ``seed_size`` and ``repeat`` columns filled in where the study
+    has no such axis (``synthetic``, ``"all"``, 0)."""
+    arm = results[names.PARAM_ARM].fillna("synthetic") if names.PARAM_ARM in results.columns else "synthetic"
+    return results.assign(
+        arm=arm,
+        seed_size=results["seed_size"] if "seed_size" in results.columns else "all",
+        repeat=results["repeat"] if "repeat" in results.columns else 0,
+    )
 
-    A study without a ``seed_size`` axis gets ``seed_size = "all"``; without repeats, ``repeat = 0``.
-    The table must hold one trial per (seed size, dose, repeat); a study that also varies other
-    settings is analysed per setting (filter it, or use :func:`best_per_cell`).
+
+CELL = ("arm", "seed_size", "dose", "repeat")
+
+
+def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
+    """One row per (trial, prevalence): ``arm, seed_size, dose, repeat, prevalence, value, ci_low,
+    ci_high`` (test metrics).
+
+    The table must hold one trial per (arm, seed size, dose, repeat); a study that also varies
+    other settings is analysed per setting (filter it, or use :func:`best_per_cell`).
     """
-    if metric not in ("auprc", "auroc"):
-        raise ValueError(f"metric must be 'auprc' or 'auroc', got {metric!r}")
+    if metric not in names.PREVALENCE_METRICS:
+        raise ValueError(f"metric must be one of {names.PREVALENCE_METRICS}, got {metric!r}")
     _require(results, ["dose"])
-    cell = [c for c in ("seed_size", "dose", "repeat") if c in results.columns]
-    if results.duplicated(subset=cell).any():
+    frame = _with_cell(results)
+    if frame.duplicated(subset=list(CELL)).any():
         raise ValueError(
-            f"several trials share a ({', '.join(cell)}) cell: the study varies other settings too; "
+            f"several trials share a ({', '.join(CELL)}) cell: the study varies other settings too; "
             "analyse one setting at a time (filter the table) or take best_per_cell(...)"
         )
     frames = []
     for p in prevalences(results):
         col = names.metric_name(metric, p)
-        if col not in results.columns:
-            continue
         frames.append(
             pd.DataFrame(
                 {
-                    "seed_size": results["seed_size"] if "seed_size" in results.columns else "all",
-                    "dose": results["dose"].astype(float),
-                    "repeat": results["repeat"] if "repeat" in results.columns else 0,
+                    **{c: frame[c] for c in ("arm", "seed_size", "repeat")},
+                    "dose": frame["dose"].astype(float),
                     "prevalence": p,
-                    "value": results[col].astype(float),
-                    "ci_low": results.get(names.metric_name(metric, p, "ci_low"), results[col]).astype(float),
-                    "ci_high": results.get(names.metric_name(metric, p, "ci_high"), results[col]).astype(float),
+                    "value": frame[col].astype(float),
+                    "ci_low": frame.get(names.metric_name(metric, p, "ci_low"), frame[col]).astype(float),
+                    "ci_high": frame.get(names.metric_name(metric, p, "ci_high"), frame[col]).astype(float),
                 }
             )
         )
@@ -100,12 +102,16 @@ def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
 
 
 def best_per_cell(results: pd.DataFrame, objective: str, maximise: bool = True) -> pd.DataFrame:
-    """One trial per (seed size, dose, repeat): the one with the best ``objective`` (for studies
-    that also sample other settings: the dose curve of the best configuration found per cell)."""
-    cell = [c for c in ("seed_size", "dose", "repeat") if c in results.columns]
-    _require(results, [*cell, objective])
-    order = results.sort_values(objective, ascending=not maximise, kind="stable")
-    return order.drop_duplicates(subset=cell, keep="first").sort_index()
+    """One trial per (arm, seed size, dose, repeat): the one with the best ``objective`` - a
+    validation metric (for studies that also sample other settings: the dose curve of the best
+    configuration found per cell, chosen without looking at the test set)."""
+    if not names.is_validation_metric(objective):
+        raise ValueError(f"selection uses validation metrics (val_...); got {objective!r}")
+    _require(results, [objective])
+    frame = _with_cell(results)
+    order = frame.sort_values(objective, ascending=not maximise, kind="stable")
+    keep = order.drop_duplicates(subset=list(CELL), keep="first").index
+    return results.loc[sorted(keep)]
 
 
 def _t_quantile(n: int, level: float = 0.95) -> float:
@@ -115,11 +121,16 @@ def _t_quantile(n: int, level: float = 0.95) -> float:
 
 
 def curve_table(results: pd.DataFrame, metric: str = "auprc", level: float = 0.95) -> pd.DataFrame:
-    """The dose curves: one row per (seed_size, prevalence, dose) with ``mean, ci_low, ci_high,
-    n_repeats`` and ``delta`` (vs the 0x dose of the same seed size and prevalence; NaN without one)."""
+    """The dose curves (test metric): one row per (arm, seed_size, prevalence, dose) with ``mean,
+    ci_low, ci_high, n_repeats`` and ``delta`` (mean over repeats of the difference from the 0x
+    trial of the same repeat; NaN without one). Every arm's curve starts at the shared 0x point."""
     long = long_metrics(results, metric)
+    base = long[long["dose"] == 0.0]
+    arms = sorted(long["arm"].unique())
+    # the 0x trial is every arm's first point
+    long = pd.concat([long[long["dose"] > 0.0]] + [base.assign(arm=a) for a in arms], ignore_index=True)
     rows = []
-    for (seed, prev, dose), g in long.groupby(["seed_size", "prevalence", "dose"], sort=True):
+    for (arm, seed, prev, dose), g in long.groupby(["arm", "seed_size", "prevalence", "dose"], sort=True):
         n = len(g)
         mean = float(g["value"].mean())
         if n >= 2:
@@ -127,8 +138,11 @@ def curve_table(results: pd.DataFrame, metric: str = "auprc", level: float = 0.9
             lo, hi = mean - half, mean + half
         else:
             lo, hi = float(g["ci_low"].iloc[0]), float(g["ci_high"].iloc[0])
+        reference = base[(base["seed_size"] == seed) & (base["prevalence"] == prev)].set_index("repeat")["value"]
+        paired = g.set_index("repeat")["value"].sub(reference).dropna()
         rows.append(
             {
+                "arm": arm,
                 "seed_size": seed,
                 "prevalence": prev,
                 "dose": dose,
@@ -136,90 +150,29 @@ def curve_table(results: pd.DataFrame, metric: str = "auprc", level: float = 0.9
                 "ci_low": lo,
                 "ci_high": hi,
                 "n_repeats": n,
+                "delta": float(paired.mean()) if len(paired) else np.nan,
             }
         )
-    curves = pd.DataFrame(rows)
-    curves["delta"] = np.nan
-    for (seed, prev), g in long.groupby(["seed_size", "prevalence"]):
-        base = g[g["dose"] == 0.0].set_index("repeat")["value"]
-        if base.empty:
-            continue
-        for dose, gd in g.groupby("dose"):
-            paired = gd.set_index("repeat")["value"].sub(base).dropna()
-            delta = float(paired.mean()) if len(paired) else float(gd["value"].mean() - base.mean())
-            sel = (curves["seed_size"] == seed) & (curves["prevalence"] == prev) & (curves["dose"] == dose)
-            curves.loc[sel, "delta"] = delta
-    return curves
+    return pd.DataFrame(rows)
 
 
-@dataclass(frozen=True)
-class DoseSummary:
-    """Therapeutic and toxic dose of one (seed size, prevalence) curve (see the module docstring)."""
-
-    seed_size: object
-    prevalence: float
-    baseline: float | None  # mean at 0x, None without a 0x dose
-    therapeutic_dose: float
-    therapeutic_value: float
-    plausible_optima: tuple[float, ...]
-    window: tuple[float, ...]
-    toxic_dose: float | None
-    optimum_stability: float | None  # share of repeats whose best dose is the therapeutic dose
-
-
-def _summarise(curve: pd.DataFrame, long: pd.DataFrame, seed: object, prev: float) -> DoseSummary:
-    curve = curve.sort_values("dose")
-    doses = curve["dose"].to_numpy(float)
-    means = curve["mean"].to_numpy(float)
-    lows, highs = curve["ci_low"].to_numpy(float), curve["ci_high"].to_numpy(float)
-    best = int(np.flatnonzero(means == means.max())[0])  # ties -> smallest dose
-    plausible = tuple(float(d) for d, h in zip(doses, highs, strict=True) if h >= lows[best])
-    baseline = float(means[doses == 0.0][0]) if (doses == 0.0).any() else None
-    window: tuple[float, ...] = ()
-    toxic = None
-    if baseline is not None:
-        window = tuple(d for d in plausible if float(means[doses == d][0]) > baseline)
-        above = [(d, m) for d, m in zip(doses, means, strict=True) if d > doses[best] and m < baseline]
-        toxic = float(above[0][0]) if above else None
-    stability = None
-    repeats = long["repeat"].unique()
-    if len(repeats) >= 2:
-        wins = 0
-        for _, g in long.groupby("repeat"):
-            g = g.sort_values("dose")
-            vals = g["value"].to_numpy(float)
-            wins += int(float(g["dose"].to_numpy(float)[np.flatnonzero(vals == vals.max())[0]]) == doses[best])
-        stability = wins / len(repeats)
-    return DoseSummary(
-        seed, prev, baseline, float(doses[best]), float(means[best]), plausible, window, toxic, stability
-    )
-
-
-def dose_summaries(results: pd.DataFrame, metric: str = "auprc", level: float = 0.95) -> list[DoseSummary]:
-    """Therapeutic dose, window and toxic dose of every (seed size, prevalence) curve."""
-    curves = curve_table(results, metric, level)
-    long = long_metrics(results, metric)
-    out = []
-    for (seed, prev), g in curves.groupby(["seed_size", "prevalence"], sort=True):
-        sel = long[(long["seed_size"] == seed) & (long["prevalence"] == prev)]
-        out.append(_summarise(g, sel, seed, float(prev)))
-    return out
-
-
-def dose_shift(summaries: Sequence[DoseSummary]) -> pd.DataFrame:
-    """Therapeutic dose per seed size and prevalence, and its shift from the smallest seed size."""
-    if not summaries:
-        return pd.DataFrame(columns=["prevalence", "seed_size", "therapeutic_dose", "shift"])
+def dose_shift(findings: Sequence[Finding]) -> pd.DataFrame:
+    """The therapeutic dose chosen on validation per seed size (``None``: no significant gain),
+    per arm and prevalence, and its shift from the smallest seed size's."""
+    columns = ["arm", "prevalence", "seed_size", "therapeutic_dose", "shift"]
+    if not findings:
+        return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(
         [
-            {"prevalence": s.prevalence, "seed_size": s.seed_size, "therapeutic_dose": s.therapeutic_dose}
-            for s in summaries
+            {"arm": f.arm, "prevalence": f.prevalence, "seed_size": f.seed_size, "therapeutic_dose": f.therapeutic_dose}
+            for f in findings
         ]
     )
-    frame = frame.sort_values(["prevalence", "seed_size"], key=natural_order).reset_index(drop=True)
-    first = frame.groupby("prevalence")["therapeutic_dose"].transform("first")
+    frame = frame.sort_values(["arm", "prevalence", "seed_size"], key=natural_order).reset_index(drop=True)
+    # relative to the smallest seed size's choice (NaN when that had no significant gain)
+    first = frame.groupby(["arm", "prevalence"], dropna=False)["therapeutic_dose"].transform(lambda s: s.iloc[0])
     frame["shift"] = frame["therapeutic_dose"] - first
-    return frame
+    return frame[columns]
 
 
 def natural_order(col: pd.Series) -> pd.Series:
@@ -235,20 +188,23 @@ def _is_number(v: object) -> bool:
     return True
 
 
-def tvr_gains(results: pd.DataFrame) -> pd.DataFrame:
-    """AUPRC per tumour-volume-ratio stratum (``auprc_tvr_small`` ...) and its delta vs 0x, per
-    seed size and dose (whole test set: strata are too small to subsample by prevalence)."""
-    cols = [c for c in results.columns if str(c).startswith("auprc_tvr_")]
+def tvr_gains(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
+    """Test ``metric`` per target-to-volume-ratio stratum (``auprc_tvr_small`` ...: each stratum's
+    positives with every negative, at the study's ``evaluation.tvr_prevalence``) and its delta vs
+    0x, per arm, seed size and dose (mean over repeats)."""
+    prefix = f"{metric}_tvr_"
+    cols = [c for c in results.columns if str(c).startswith(prefix)]
     if not cols:
-        return pd.DataFrame(columns=["seed_size", "dose", "stratum", "auprc", "delta"])
-    frame = results.assign(seed_size=results["seed_size"] if "seed_size" in results.columns else "all")
-    long = frame[["seed_size", "dose", *cols]].melt(
-        id_vars=["seed_size", "dose"], value_vars=cols, var_name="stratum", value_name="auprc"
-    )
-    long["stratum"] = long["stratum"].str.removeprefix("auprc_tvr_")
-    long = long.dropna(subset=["auprc"]).groupby(["seed_size", "dose", "stratum"], as_index=False)["auprc"].mean()
-    base = long[long["dose"] == 0.0].set_index(["seed_size", "stratum"])["auprc"]
-    long["delta"] = [row.auprc - base.get((row.seed_size, row.stratum), np.nan) for row in long.itertuples(index=False)]
+        return pd.DataFrame(columns=["arm", "seed_size", "dose", "stratum", metric, "delta"])
+    frame = _with_cell(results)
+    keys = ["arm", "seed_size", "dose"]
+    long = frame[[*keys, *cols]].melt(id_vars=keys, value_vars=cols, var_name="stratum", value_name=metric)
+    long["stratum"] = long["stratum"].str.removeprefix(prefix)
+    long = long.dropna(subset=[metric]).groupby([*keys, "stratum"], as_index=False)[metric].mean()
+    base = long[long["dose"] == 0.0].set_index(["seed_size", "stratum"])[metric]
+    long["delta"] = [
+        getattr(row, metric) - base.get((row.seed_size, row.stratum), np.nan) for row in long.itertuples(index=False)
+    ]
     return long
 
 
@@ -261,12 +217,13 @@ def ablation_table(
     if column not in results.columns or results[column].nunique() < 2:
         return pd.DataFrame()
     parts = []
+    keys = ["arm", "seed_size", "prevalence", "dose"]
     for value, g in results.groupby(column):
-        c = curve_table(g, metric)[["seed_size", "prevalence", "dose", "mean"]]
+        c = curve_table(g, metric)[[*keys, "mean"]]
         parts.append(c.rename(columns={"mean": f"{metric} ({column}={value})"}))
     table = parts[0]
     for p in parts[1:]:
-        table = table.merge(p, on=["seed_size", "prevalence", "dose"], how="outer")
+        table = table.merge(p, on=keys, how="outer")
     guided = [c for c in table.columns if c.endswith("=True)")]
     unguided = [c for c in table.columns if c.endswith("=False)")]
     if guided and unguided:
@@ -275,21 +232,25 @@ def ablation_table(
 
 
 def table1(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Paper-Table-1-style table: one row per (seed size, dose); per prevalence the AUPRC with
-    its interval and the delta vs 0x; AUROC on the whole test set."""
+    """Paper-Table-1-style table (test set): one row per (arm, seed size, dose); per prevalence the
+    AUPRC with its interval and the delta vs 0x (descriptive: significance is in the findings);
+    AUROC on the whole test set."""
     curves = curve_table(results, "auprc", level)
-    rows: dict[tuple[object, float], dict[str, object]] = {}
+    rows: dict[tuple[object, object, float], dict[str, object]] = {}
     for r in curves.itertuples(index=False):
-        row = rows.setdefault((r.seed_size, r.dose), {"seed_size": r.seed_size, "dose": r.dose})
+        row = rows.setdefault((r.arm, r.seed_size, r.dose), {"arm": r.arm, "seed_size": r.seed_size, "dose": r.dose})
         row[f"AUPRC@{r.prevalence:g}"] = f"{r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
         row[f"dAUPRC@{r.prevalence:g}"] = "" if math.isnan(r.delta) else f"{r.delta:+.3f}"
     if "auroc" in results.columns:
-        frame = results.assign(seed_size=results["seed_size"] if "seed_size" in results.columns else "all")
-        for (seed, dose), g in frame.groupby(["seed_size", "dose"]):
-            if (seed, float(dose)) in rows:
-                rows[(seed, float(dose))]["AUROC"] = f"{g['auroc'].astype(float).mean():.3f}"
+        frame = _with_cell(results)
+        for (arm, seed, dose), g in frame.groupby(["arm", "seed_size", "dose"]):
+            for key in (
+                [(arm, seed, float(dose))] if float(dose) > 0 else [(a, seed, 0.0) for a in frame["arm"].unique()]
+            ):
+                if key in rows:
+                    rows[key]["AUROC"] = f"{g['auroc'].astype(float).mean():.3f}"
     table = pd.DataFrame(list(rows.values()))
-    return table.sort_values(["seed_size", "dose"], key=natural_order).reset_index(drop=True)
+    return table.sort_values(["arm", "seed_size", "dose"], key=natural_order).reset_index(drop=True)
 
 
 def table1_markdown(table: pd.DataFrame) -> str:

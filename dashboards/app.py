@@ -41,6 +41,10 @@ class ResultsSource(Protocol):
 
     def preview(self, trial_run_id: str) -> Mapping[str, np.ndarray] | None: ...
 
+    def scores(self, results: pd.DataFrame) -> pd.DataFrame | None:
+        """Per-subject scores of the given trials (``trial, role, subject, label, score, ...``)."""
+        ...
+
 
 def _table(title: str, frame: pd.DataFrame) -> html.Div:
     head = html.Tr([html.Th(str(c)) for c in frame.columns])
@@ -49,7 +53,11 @@ def _table(title: str, frame: pd.DataFrame) -> html.Div:
 
 
 def _render(view: StudyView) -> list[Any]:
-    out: list[Any] = [html.P(note, className="note") for note in view.notes]
+    out: list[Any] = []
+    if view.findings:
+        out.append(html.H2("Findings"))
+        out.append(html.Ul([html.Li(f.sentence(), className="finding") for f in view.findings]))
+    out += [html.P(note, className="note") for note in view.notes]
     for title, frame in view.tables.items():
         out.append(_table(title, frame))
     for fig_id, fig in view.figures.items():
@@ -108,7 +116,7 @@ def create_app(source: ResultsSource, title: str = "SALIENT dose response") -> d
             raise PreventUpdate
         status = f"study {study}: {len(results)} finished trial(s)"
         try:
-            view = build_view(results, source.study_params(study), preview_for(source, results))
+            view = build_view(results, source.study_params(study), preview_for(source, results), source.scores(results))
         except ValueError as exc:  # a results table the analysis cannot read: say so on the page
             log.warning("study %s: %s", study, exc)
             return [html.P(str(exc), className="error")], status + "; cannot analyse them", key

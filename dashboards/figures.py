@@ -13,13 +13,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from salient.dashboards import names
-from salient.dashboards.analysis import curve_table, dose_summaries, natural_order, prevalences
+from salient.dashboards.analysis import curve_table, natural_order, prevalences
+from salient.dashboards.significance import Finding, Gain
 
 __all__ = [
     "auprc_auroc_figure",
     "band_energy_figure",
     "delta_heatmap",
     "dose_response_figure",
+    "gain_figure",
     "gallery_figure",
     "hu_histogram_figure",
     "optimal_dose_figure",
@@ -48,11 +50,17 @@ def _empty(title: str, why: str) -> go.Figure:
     return fig
 
 
-def dose_response_figure(results: pd.DataFrame, metric: str = "auprc") -> go.Figure:
-    """Dose-response curves with interval bands, the 0x baseline, therapeutic (star) and toxic
-    (cross) doses; rows = seed sizes, columns = prevalences."""
+ARM_COLOURS = {"synthetic": LINE, "real": "#2ca02c", "shuffled": "#7f7f7f"}
+ARM_LABELS = {"synthetic": "synthetic pairs", "real": "real control", "shuffled": "shuffled-mask control"}
+
+
+def dose_response_figure(results: pd.DataFrame, findings: Sequence[Finding] = (), metric: str = "auprc") -> go.Figure:
+    """Test dose-response curves with interval bands and the 0x baseline, one line per arm
+    (controls beside the synthetic curve); rows = seed sizes, columns = prevalences. A star marks
+    the therapeutic dose and a cross the toxic dose *chosen on validation* (``findings``); a curve
+    without them had no significant effect."""
     curves = curve_table(results, metric)
-    summaries = {(s.seed_size, s.prevalence): s for s in dose_summaries(results, metric)}
+    marks = {(f.arm, f.seed_size, f.prevalence): f for f in findings}
     seeds, prevs = _seeds(curves), sorted(curves["prevalence"].unique())
     fig = make_subplots(
         rows=len(seeds),
@@ -61,45 +69,68 @@ def dose_response_figure(results: pd.DataFrame, metric: str = "auprc") -> go.Fig
         subplot_titles=[f"seed {s}, prevalence {p:g}" for s in seeds for p in prevs],
         vertical_spacing=0.12 / max(len(seeds), 1),
     )
+    first = True
     for i, seed in enumerate(seeds, start=1):
         for j, prev in enumerate(prevs, start=1):
-            c = curves[(curves["seed_size"] == seed) & (curves["prevalence"] == prev)].sort_values("dose")
+            cell = curves[(curves["seed_size"] == seed) & (curves["prevalence"] == prev)]
             tag = f"seed {seed}, p {prev:g}"
-            band_x = list(c["dose"]) + list(c["dose"][::-1])
-            band_y = list(c["ci_high"]) + list(c["ci_low"][::-1])
-            fig.add_trace(
-                go.Scatter(
-                    x=band_x,
-                    y=band_y,
-                    mode="lines",
-                    fill="toself",
-                    fillcolor=BAND,
-                    line={"width": 0},
-                    name=f"interval ({tag})",
-                    hoverinfo="skip",
-                    showlegend=False,
-                ),
-                row=i,
-                col=j,
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=c["dose"],
-                    y=c["mean"],
-                    mode="lines+markers",
-                    line={"color": LINE},
-                    name=f"{metric.upper()} ({tag})",
-                    showlegend=False,
-                ),
-                row=i,
-                col=j,
-            )
-            s = summaries[(seed, prev)]
-            if s.baseline is not None:
+            for arm, c in cell.groupby("arm", sort=False):
+                c = c.sort_values("dose")
+                colour = ARM_COLOURS.get(str(arm), PALETTE[-1])
+                label = ARM_LABELS.get(str(arm), str(arm))
                 fig.add_trace(
                     go.Scatter(
-                        x=[c["dose"].min(), c["dose"].max()],
-                        y=[s.baseline] * 2,
+                        x=list(c["dose"]) + list(c["dose"][::-1]),
+                        y=list(c["ci_high"]) + list(c["ci_low"][::-1]),
+                        mode="lines",
+                        fill="toself",
+                        fillcolor=BAND if arm == "synthetic" else "rgba(127,127,127,0.10)",
+                        line={"width": 0},
+                        name=f"interval {label} ({tag})",
+                        hoverinfo="skip",
+                        showlegend=False,
+                    ),
+                    row=i,
+                    col=j,
+                )
+                fig.add_trace(
+                    go.Scatter(
+                        x=c["dose"],
+                        y=c["mean"],
+                        mode="lines+markers",
+                        line={"color": colour, "dash": "solid" if arm == "synthetic" else "dot"},
+                        name=f"{label}" if first else f"{label} ({tag})",
+                        legendgroup=str(arm),
+                        showlegend=first,
+                    ),
+                    row=i,
+                    col=j,
+                )
+                f = marks.get((str(arm), seed, prev))
+                for dose, symbol, colour_mark, what in (
+                    (f.therapeutic_dose if f else None, "star", "green", "therapeutic"),
+                    (f.toxic_dose if f else None, "x", "red", "toxic"),
+                ):
+                    if dose is None or not (c["dose"] == dose).any():
+                        continue
+                    fig.add_trace(
+                        go.Scatter(
+                            x=[dose],
+                            y=[float(c.loc[c["dose"] == dose, "mean"].iloc[0])],
+                            mode="markers",
+                            marker={"symbol": symbol, "size": 14, "color": colour_mark},
+                            name=f"{what} dose, {label} ({tag})",
+                            showlegend=False,
+                        ),
+                        row=i,
+                        col=j,
+                    )
+            base = cell[cell["dose"] == 0.0]
+            if not base.empty:
+                fig.add_trace(
+                    go.Scatter(
+                        x=[cell["dose"].min(), cell["dose"].max()],
+                        y=[float(base["mean"].iloc[0])] * 2,
                         mode="lines",
                         line={"dash": "dash", "color": "grey"},
                         name=f"0x baseline ({tag})",
@@ -108,43 +139,83 @@ def dose_response_figure(results: pd.DataFrame, metric: str = "auprc") -> go.Fig
                     row=i,
                     col=j,
                 )
-            fig.add_trace(
-                go.Scatter(
-                    x=[s.therapeutic_dose],
-                    y=[s.therapeutic_value],
-                    mode="markers",
-                    marker={"symbol": "star", "size": 14, "color": "green"},
-                    name=f"therapeutic dose ({tag})",
-                    showlegend=False,
-                ),
-                row=i,
-                col=j,
-            )
-            if s.toxic_dose is not None:
-                y = float(c.loc[c["dose"] == s.toxic_dose, "mean"].iloc[0])
-                fig.add_trace(
-                    go.Scatter(
-                        x=[s.toxic_dose],
-                        y=[y],
-                        mode="markers",
-                        marker={"symbol": "x", "size": 12, "color": "red"},
-                        name=f"toxic dose ({tag})",
-                        showlegend=False,
-                    ),
-                    row=i,
-                    col=j,
-                )
-    fig.update_xaxes(title_text="synthetic dose (x real positives)", row=len(seeds))
-    fig.update_yaxes(title_text=metric.upper(), col=1)
+            first = False
+    fig.update_xaxes(title_text="synthetic dose (x real lesion slices)", row=len(seeds))
+    fig.update_yaxes(title_text=f"test {metric.upper()}", col=1)
     fig.update_layout(
-        title=f"{metric.upper()} dose response (star: therapeutic, x: toxic, dashed: 0x)", height=320 * len(seeds) + 80
+        title=f"test {metric.upper()} dose response (star: therapeutic, x: toxic - both chosen on validation; "
+        "dashed: 0x)",
+        height=320 * len(seeds) + 80,
     )
     return fig
 
 
+def gain_figure(findings: Sequence[Finding], test: Sequence[Gain] = ()) -> go.Figure:
+    """Paired gain over 0x per dose with Bonferroni-adjusted intervals: validation (where the
+    decision is made) and, when given, test (reported only); one panel per curve."""
+    curves = [f for f in findings if f.validation]
+    if not curves:
+        return _empty("gain over 0x", "no doses above 0x with per-subject scores")
+    fig = make_subplots(
+        rows=len(curves),
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=[f.sentence()[:110] for f in curves],
+        vertical_spacing=0.25 / max(len(curves), 1),
+    )
+    test_at = {(g.arm, g.seed_size, g.prevalence, g.dose): g for g in test}
+    for i, f in enumerate(curves, start=1):
+        for role, gains, colour, offset in (
+            ("validation", list(f.validation), LINE, -0.05),
+            (
+                "test",
+                [test_at[k] for g in f.validation if (k := (g.arm, g.seed_size, g.prevalence, g.dose)) in test_at],
+                "#d62728",
+                0.05,
+            ),
+        ):
+            if not gains:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=[g.dose + offset for g in gains],
+                    y=[g.gain for g in gains],
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [g.ci_high - g.gain for g in gains],
+                        "arrayminus": [g.gain - g.ci_low for g in gains],
+                    },
+                    mode="markers",
+                    marker={"color": colour},
+                    name=f"{role} gain" if i == 1 else f"{role} gain ({i})",
+                    legendgroup=role,
+                    showlegend=i == 1,
+                    hovertext=[f"{g.dose:g}x: {g.text()} at level {g.level:.4f}" for g in gains],
+                ),
+                row=i,
+                col=1,
+            )
+        fig.add_hline(y=0.0, line={"dash": "dash", "color": "grey"}, row=i, col=1)
+    fig.update_xaxes(title_text="dose", row=len(curves))
+    fig.update_layout(
+        title="gain over 0x, paired on the same subjects (intervals Bonferroni-adjusted over each curve's doses)",
+        height=260 * len(curves) + 100,
+    )
+    return fig
+
+
+def synthetic_arm(results: pd.DataFrame) -> pd.DataFrame:
+    """The trials of the dose curve itself (controls left out)."""
+    if names.PARAM_ARM not in results.columns:
+        return results
+    return results[results[names.PARAM_ARM].fillna("synthetic") == "synthetic"]
+
+
 def delta_heatmap(results: pd.DataFrame, metric: str = "auprc") -> go.Figure:
-    """Delta vs 0x as a dose x prevalence heatmap, one panel per seed size."""
-    curves = curve_table(results, metric)
+    """Delta vs 0x (test, descriptive) as a dose x prevalence heatmap, one panel per seed size
+    (the synthetic arm; controls are in the dose-response figure)."""
+    curves = curve_table(synthetic_arm(results), metric)
     seeds = _seeds(curves)
     fig = make_subplots(rows=1, cols=len(seeds), subplot_titles=[f"seed {s}" for s in seeds], shared_yaxes=True)
     span = float(np.nanmax(np.abs(curves["delta"]))) if curves["delta"].notna().any() else 1.0
@@ -172,33 +243,27 @@ def delta_heatmap(results: pd.DataFrame, metric: str = "auprc") -> go.Figure:
     return fig
 
 
-def optimal_dose_figure(results: pd.DataFrame, metric: str = "auprc") -> go.Figure:
-    """Therapeutic dose vs seed size, one line per prevalence; bars span the plausible optima."""
-    summaries = dose_summaries(results, metric)
+def optimal_dose_figure(findings: Sequence[Finding]) -> go.Figure:
+    """The therapeutic dose chosen on validation vs seed size, one line per arm and prevalence;
+    seed sizes without a significant gain are left out and named in the hover text."""
     fig = go.Figure()
-    for prev in sorted({s.prevalence for s in summaries}):
-        rows = sorted(
-            (s for s in summaries if s.prevalence == prev),
-            key=lambda s: natural_order(pd.Series([s.seed_size])).iloc[0],
-        )
-        x = [str(s.seed_size) for s in rows]
-        y = [s.therapeutic_dose for s in rows]
+    groups: dict[tuple[str, float | None], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.arm, f.prevalence), []).append(f)
+    for (arm, prev), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0)):
+        rows = sorted(rows, key=lambda f: natural_order(pd.Series([f.seed_size])).iloc[0])
+        chosen = [f for f in rows if f.therapeutic_dose is not None]
         fig.add_trace(
             go.Scatter(
-                x=x,
-                y=y,
+                x=[str(f.seed_size) for f in chosen],
+                y=[f.therapeutic_dose for f in chosen],
                 mode="lines+markers",
-                name=f"prevalence {prev:g}",
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [max(s.plausible_optima) - s.therapeutic_dose for s in rows],
-                    "arrayminus": [s.therapeutic_dose - min(s.plausible_optima) for s in rows],
-                },
+                name=f"{ARM_LABELS.get(arm, arm)}, " + ("whole set" if prev is None else f"prevalence {prev:g}"),
+                hovertext=[f.sentence() for f in chosen],
             )
         )
     fig.update_layout(
-        title="therapeutic dose vs labeled seed size (bars: plausible optima)",
+        title="therapeutic dose vs labeled seed size (chosen on validation; missing: no significant effect)",
         xaxis_title="seed size",
         yaxis_title="dose",
     )
@@ -207,6 +272,7 @@ def optimal_dose_figure(results: pd.DataFrame, metric: str = "auprc") -> go.Figu
 
 def auprc_auroc_figure(results: pd.DataFrame) -> go.Figure:
     """AUPRC at every prevalence next to AUROC (prevalence-free), vs dose, one line per seed size."""
+    results = synthetic_arm(results)
     prevs = prevalences(results)
     cols = [names.metric_name("auprc", p) for p in prevs] + (["auroc"] if "auroc" in results.columns else [])
     titles = [f"AUPRC @ {p:g}" for p in prevs] + (["AUROC"] if "auroc" in results.columns else [])
@@ -235,9 +301,10 @@ def auprc_auroc_figure(results: pd.DataFrame) -> go.Figure:
 
 
 def _generator_rows(results: pd.DataFrame) -> pd.DataFrame:
-    if "n_synthetic" not in results.columns:
+    if names.N_ADDED not in results.columns:
         return results.iloc[0:0]
-    rows = results[results["n_synthetic"].astype(float) > 0]
+    rows = synthetic_arm(results)
+    rows = rows[rows[names.N_ADDED].astype(float) > 0]
     return rows.assign(domain=rows["diffusion.domain"] if "diffusion.domain" in rows.columns else "wavelet")
 
 
@@ -341,6 +408,7 @@ def gallery_figure(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], per_row:
 
 def saliency_figure(results: pd.DataFrame) -> go.Figure:
     """Share of the detector's deep attention inside the lesion (test lesion slices) vs dose."""
+    results = synthetic_arm(results)
     if "attention_overlap" not in results.columns:
         return _empty("saliency overlap", "no attention_overlap metric")
     frame = results.assign(seed_size=results["seed_size"] if "seed_size" in results.columns else "all")

@@ -41,6 +41,10 @@ def render_report(view: StudyView, title: str, meta: Mapping[str, Any] | None = 
         for k, v in meta.items():
             parts.append(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>")
         parts.append("</dl>")
+    if view.findings:
+        parts.append("<h2>Findings</h2><ul>")
+        parts += [f'<li class="finding">{html.escape(f.sentence())}</li>' for f in view.findings]
+        parts.append("</ul>")
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in view.notes]
     for name, frame in view.tables.items():
         parts.append(f"<h2>{html.escape(name)}</h2>")

@@ -13,53 +13,65 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from salient.dashboards import figures
+from salient.dashboards import figures, names
 from salient.dashboards.analysis import (
-    DoseSummary,
     ablation_table,
     best_per_cell,
     dose_shift,
-    dose_summaries,
     prevalences,
     table1,
     tvr_gains,
 )
+from salient.dashboards.significance import Finding, dose_findings, paired_gains
 
-__all__ = ["StudyView", "build_view", "summary_table"]
+__all__ = ["StudyView", "analysis_settings", "build_view", "findings_table"]
 
 #: Search-space values the platform logs that are not sampled hyper-parameters.
-_NOT_SAMPLED = {"dose", "seed_size", "repeat", "trial", "run_id"}
+_NOT_SAMPLED = {"dose", "seed_size", "repeat", "trial", "run_id", names.PARAM_ARM}
 
 
 @dataclass
 class StudyView:
-    """Figures (by id, in display order) and tables (by title) of one study."""
+    """Figures (by id, in display order), tables (by title), findings (sentences) of one study."""
 
     figures: dict[str, go.Figure] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 
 
-def summary_table(summaries: list[DoseSummary]) -> pd.DataFrame:
-    def fmt(values: tuple[float, ...]) -> str:
-        return ", ".join(f"{v:g}x" for v in values) if values else "none"
+def findings_table(findings: list[Finding]) -> pd.DataFrame:
+    """One row per curve: the decision in words and the numbers behind it."""
+
+    def dose(value: float | None) -> str:
+        return "none" if value is None else f"{value:g}x"
 
     return pd.DataFrame(
         [
             {
-                "seed_size": s.seed_size,
-                "prevalence": s.prevalence,
-                "0x AUPRC": "-" if s.baseline is None else f"{s.baseline:.3f}",
-                "therapeutic dose": f"{s.therapeutic_dose:g}x",
-                "AUPRC there": f"{s.therapeutic_value:.3f}",
-                "plausible optima": fmt(s.plausible_optima),
-                "therapeutic window": fmt(s.window),
-                "toxic dose": "none" if s.toxic_dose is None else f"{s.toxic_dose:g}x",
-                "optimum stability": "-" if s.optimum_stability is None else f"{s.optimum_stability:.0%}",
+                "arm": f.arm,
+                "seed_size": f.seed_size,
+                "prevalence": "whole set" if f.prevalence is None else f.prevalence,
+                "therapeutic dose (validation)": dose(f.therapeutic_dose),
+                "validation gain": f.chosen.text() if f.chosen else "-",
+                "test gain there": f.chosen_test.text() if f.chosen_test else "-",
+                "toxic dose (validation)": dose(f.toxic_dose),
+                "finding": f.sentence(),
             }
-            for s in summaries
+            for f in findings
         ]
     )
+
+
+def analysis_settings(study_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The significance analysis' settings as the study recorded them (defaults otherwise)."""
+    p = study_params or {}
+    return {
+        "level": float(p.get(names.PARAM_CI, 0.95)),
+        "n_boot": int(p.get(names.PARAM_BOOTSTRAP, 1000)) or 1000,
+        "draws": int(p.get(names.PARAM_DRAWS, 10)),
+        "seed": int(p.get(names.PARAM_SEED, 0)),
+    }
 
 
 def _gallery(preview: Mapping[str, np.ndarray] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -80,32 +92,46 @@ def build_view(
     results: pd.DataFrame,
     study_params: Mapping[str, Any] | None = None,
     preview: Mapping[str, np.ndarray] | None = None,
+    scores: pd.DataFrame | None = None,
 ) -> StudyView:
-    """Every figure and table of a study that its results support (missing axes are noted)."""
+    """Every figure and table of a study that its results support (missing axes are noted).
+
+    ``scores``: the trials' per-subject scores (``trial, role, subject, label, score, ...``);
+    without them there is no significance analysis, and the view says so."""
     view = StudyView()
     if results.empty:
         view.notes.append("no finished trials yet")
         return view
     has_curves = "dose" in results.columns and bool(prevalences(results))
     all_trials = results
-    cell = [c for c in ("seed_size", "dose", "repeat") if c in results.columns]
-    objective = str((study_params or {}).get("objective", "auprc"))
-    maximise = str((study_params or {}).get("mode", "max")) == "max"
+    cell = [c for c in ("arm", "seed_size", "dose", "repeat") if c in results.columns]
+    objective = str((study_params or {}).get(names.PARAM_OBJECTIVE, "val_auprc"))
+    maximise = str((study_params or {}).get(names.PARAM_MODE, "max")) == "max"
     if has_curves and results.duplicated(subset=cell).any() and objective in results.columns:
         results = best_per_cell(results, objective, maximise)
         view.notes.append(
-            f"the study varies more than dose and seed size: curves show, per cell, the trial with the best {objective}"
+            "the study varies more than dose and seed size: curves show, per cell, the trial with the best "
+            f"{objective} (validation)"
         )
     if has_curves:
-        summaries = dose_summaries(results)
-        view.figures["dose-response"] = figures.dose_response_figure(results)
+        if scores is not None and not scores.empty:
+            settings = analysis_settings(study_params)
+            prevs: list[float | None] = [None, *prevalences(results)]
+            view.findings = dose_findings(results, scores, prevs, **settings)
+            test_gains = [
+                g for p in prevs for g in paired_gains(results, scores, role="test", prevalence=p, **settings)
+            ]
+            view.tables["findings (chosen on validation, reported on test)"] = findings_table(view.findings)
+            view.figures["gain"] = figures.gain_figure(view.findings, test_gains)
+        else:
+            view.notes.append("no per-subject scores: the significance analysis (findings) is not available")
+        view.figures["dose-response"] = figures.dose_response_figure(results, view.findings)
         view.figures["delta-heatmap"] = figures.delta_heatmap(results)
         view.figures["auprc-auroc"] = figures.auprc_auroc_figure(results)
-        view.tables["therapeutic and toxic doses"] = summary_table(summaries)
-        view.tables["Table 1 (AUPRC [interval], delta vs 0x, AUROC)"] = table1(results)
-        if "seed_size" in results.columns and results["seed_size"].nunique() > 1:
-            view.figures["optimal-dose"] = figures.optimal_dose_figure(results)
-            view.tables["dose shift between seed sizes"] = dose_shift(summaries)
+        view.tables["Table 1 (test AUPRC [interval], delta vs 0x, AUROC)"] = table1(results)
+        if "seed_size" in results.columns and results["seed_size"].nunique() > 1 and view.findings:
+            view.figures["optimal-dose"] = figures.optimal_dose_figure(view.findings)
+            view.tables["dose shift between seed sizes"] = dose_shift(view.findings)
         ablation = ablation_table(all_trials)
         if not ablation.empty:
             view.tables["mask-guidance ablation (mean AUPRC, guided - unguided)"] = ablation.round(4)

@@ -121,7 +121,13 @@ class EViTAggregator(nn.Module):
 
 
 class AggregatorTrainer:
-    """Subject-level training with balanced sampling; inputs from :func:`pad_sequences`."""
+    """Subject-level training with balanced batches; inputs from :func:`pad_sequences`.
+
+    Every batch holds ``batch_size // 2`` positives and as many negatives (drawn with replacement
+    within each class), whatever the class ratio of the training subjects - so the positive share
+    is one half for every seed size and dose. An epoch is ``ceil(n / batch_size)`` batches, so the
+    number of optimiser steps depends only on how many subjects it trains on.
+    """
 
     def __init__(self, cfg: AggregatorConfig, x: torch.Tensor, pad: torch.Tensor, labels: torch.Tensor, seed: int = 0):
         torch.manual_seed(seed)
@@ -130,25 +136,36 @@ class AggregatorTrainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
         self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
+        self.epoch = self.steps = 0
+        self.positives = torch.nonzero(self.labels > 0.5).flatten()
+        self.negatives = torch.nonzero(self.labels <= 0.5).flatten()
+        if len(self.positives) == 0 or len(self.negatives) == 0:
+            raise ValueError(
+                f"the aggregator needs positive and negative subjects, got {len(self.positives)} and "
+                f"{len(self.negatives)}"
+            )
+        self.half = max(1, cfg.batch_size // 2)
+        self.batches_per_epoch = math.ceil(len(self.labels) / (2 * self.half))
+
+    def _batch(self) -> torch.Tensor:
+        pick = lambda group: group[torch.randint(len(group), (self.half,), generator=self.generator)]  # noqa: E731
+        return torch.cat([pick(self.positives), pick(self.negatives)])
 
     def train(self, on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[float]:
         history = []
-        pos_w = (1 - self.labels.mean()).clamp(0.05, 0.95)
-        weights = torch.where(self.labels > 0.5, pos_w, 1 - pos_w)  # balanced subject sampling
         while self.epoch < self.cfg.epochs:
             self.model.train()
-            idx = torch.multinomial(weights, len(weights), replacement=True, generator=self.generator)
             total = 0.0
-            for start in range(0, len(idx), self.cfg.batch_size):
-                b = idx[start : start + self.cfg.batch_size]
+            for _ in range(self.batches_per_epoch):
+                b = self._batch()
                 loss = nn.functional.binary_cross_entropy_with_logits(
                     self.model(self.x[b], self.pad[b]), self.labels[b]
                 )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                total += float(loss.detach()) * len(b) / len(idx)
+                self.steps += 1
+                total += float(loss.detach()) / self.batches_per_epoch
             self.scheduler.step()
             self.epoch += 1
             history.append(total)

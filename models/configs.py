@@ -161,8 +161,13 @@ class DiffusionConfig:
         num_res_blocks: residual blocks per level.
         neighbour_offsets: axial offsets of the 2.5D context slices, e.g. (-1, 1).
         timesteps: diffusion steps T of the training process.
-        p_drop_mask: probability of dropping the mask condition during training (CFG).
-        p_drop_nei: probability of dropping the neighbour condition during training (CFG).
+        p_drop_all: probability of dropping every condition at once during training: trains the
+            unconditional branch ``f(x_t, t, 0)`` that structured CFG (eq. 16) subtracts.
+        p_drop_mask: otherwise, probability of dropping the mask condition (CFG).
+        p_drop_nei: otherwise, probability of dropping the neighbour condition (CFG).
+            The unconditional branch is trained on ``p_drop_all + (1 - p_drop_all) * p_drop_mask *
+            p_drop_nei`` of the samples (0.118 with the defaults; 0.02 without ``p_drop_all``), the
+            mask-only branch on ``(1 - p_drop_all) * (1 - p_drop_mask) * p_drop_nei`` (0.162).
     """
 
     __pydantic_config__ = _FORBID_EXTRA
@@ -174,6 +179,7 @@ class DiffusionConfig:
     num_res_blocks: int = 1
     neighbour_offsets: tuple[int, ...] = (-1, 1)
     timesteps: int = 1000
+    p_drop_all: float = 0.1
     p_drop_mask: float = 0.1
     p_drop_nei: float = 0.2
     ema_decay: float = 0.999
@@ -201,6 +207,7 @@ class DiffusionConfig:
             raise ValueError(f"neighbour_offsets must be distinct and non-zero, got {self.neighbour_offsets!r}")
         if self.timesteps < 2:
             raise ValueError(f"timesteps must be >= 2, got {self.timesteps!r}")
+        _probability("p_drop_all", self.p_drop_all)
         _probability("p_drop_mask", self.p_drop_mask)
         _probability("p_drop_nei", self.p_drop_nei)
         _probability("ema_decay", self.ema_decay)
@@ -313,7 +320,17 @@ class DetectorConfig:
         align_weight: weight of the MSE attention-mask alignment loss.
         focal_gamma, focal_alpha: focal loss parameters.
         input_mode: ``single`` slice or 2.5D ``triplet`` (slice and its two neighbours).
-        neg_per_pos: balanced sampling - negatives drawn per positive slice each epoch.
+        schedule: ``matched`` (default): ``steps`` optimiser steps whatever the data, each batch
+            ``batch_size / (1 + neg_per_pos)`` positives (real and synthetic lesion slices, drawn
+            without replacement, epoch after epoch) and the rest negatives from a stream seeded
+            apart from the positives - so detectors at every synthetic dose take the same steps and
+            see the same negatives in the same order, and the dose changes only the positives' mix.
+            ``epochs``: the paper's rule, ``epochs`` passes of every positive plus ``neg_per_pos`` x
+            as many random negatives - a larger dose then also means more steps and more distinct
+            negatives (compute and data are confounded with the dose; use for replication only).
+        steps: optimiser steps of the ``matched`` schedule.
+        epochs: passes of the ``epochs`` schedule.
+        neg_per_pos: negatives per positive (both schedules).
     """
 
     __pydantic_config__ = _FORBID_EXTRA
@@ -326,6 +343,8 @@ class DetectorConfig:
     focal_gamma: float = 2.0
     focal_alpha: float = 0.5
     input_mode: Literal["single", "triplet"] = "triplet"
+    schedule: Literal["matched", "epochs"] = "matched"
+    steps: int = 200
     neg_per_pos: float = 1.0
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -342,8 +361,14 @@ class DetectorConfig:
             raise ValueError(f"focal_alpha must be in [0, 1], got {self.focal_alpha!r}")
         _positive("neg_per_pos", self.neg_per_pos)
         _positive("lr", self.lr)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.epochs < 1 or self.batch_size < 1 or self.steps < 1:
+            raise ValueError(
+                f"steps, epochs and batch_size must be >= 1, got {self.steps}, {self.epochs}, {self.batch_size}"
+            )
+        if self.schedule == "matched" and self.batch_size < 2:
+            raise ValueError(
+                f"the matched schedule needs batch_size >= 2 (a positive and a negative), got {self.batch_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -429,6 +454,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "layers": (3, 4, 6, 3),
             "widths": (64, 128, 256, 512),
             "stem_downsample": True,
+            "steps": 10_000,
             "epochs": 40,
             "batch_size": 32,
         },

@@ -12,6 +12,7 @@ to its resolution, on slices that have a lesion. ``mask_guidance=False`` turns t
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from salient.models.backbone import ResNetEncoder
@@ -22,6 +23,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "DetectorTrainer",
+    "IndexStream",
     "MaskGuidedAttention",
     "MaskGuidedResNet",
     "attention_alignment_loss",
@@ -113,7 +115,8 @@ class MaskGuidedResNet(nn.Module):
 
 
 def balanced_indices(labels: torch.Tensor, neg_per_pos: float, generator: torch.Generator) -> torch.Tensor:
-    """One epoch: every positive slice plus ``neg_per_pos`` x as many random negatives, shuffled."""
+    """One epoch of the ``epochs`` schedule: every positive slice plus ``neg_per_pos`` x as many
+    random negatives, shuffled."""
     pos = torch.nonzero(labels > 0.5).flatten()
     neg = torch.nonzero(labels <= 0.5).flatten()
     n_neg = min(len(neg), max(1, round(neg_per_pos * max(len(pos), 1))))
@@ -121,13 +124,51 @@ def balanced_indices(labels: torch.Tensor, neg_per_pos: float, generator: torch.
     return chosen[torch.randperm(len(chosen), generator=generator)]
 
 
-class DetectorTrainer(ResumableTrainer):
-    """Epochs of balanced sampling over (N, C, H, W) slices, labels (N,), masks (N, 1, H, W)."""
+class IndexStream:
+    """Indices ``0..n-1`` without replacement, reshuffled (seeded) each time they run out: one
+    pass over the data is an epoch of this stream. Its state (generator, order, position) is
+    checkpointed, so a resumed stream continues exactly."""
 
-    _progress = "epoch"
+    def __init__(self, n: int, seed: int):
+        if n < 1:
+            raise ValueError(f"an index stream needs n >= 1 items, got {n}")
+        self.n, self.generator = n, torch.Generator().manual_seed(seed)
+        self.order, self.position = torch.randperm(n, generator=self.generator), 0
+
+    def take(self, k: int) -> torch.Tensor:
+        out = []
+        while k > 0:
+            if self.position == self.n:
+                self.order, self.position = torch.randperm(self.n, generator=self.generator), 0
+            m = min(k, self.n - self.position)
+            out.append(self.order[self.position : self.position + m])
+            self.position, k = self.position + m, k - m
+        return torch.cat(out)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], int(state["position"])
+
+
+class DetectorTrainer(ResumableTrainer):
+    """Trains a :class:`MaskGuidedResNet` on (N, C, H, W) slices, labels (N,), masks (N, 1, H, W).
+
+    ``synthetic`` (N,) bool marks synthetic positives (for the counts in :attr:`seen`). With
+    ``cfg.schedule == "matched"`` the progress unit is the optimiser step, else the epoch (see
+    :class:`~salient.models.configs.DetectorConfig`).
+    """
 
     def __init__(
-        self, cfg: DetectorConfig, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, seed: int = 0
+        self,
+        cfg: DetectorConfig,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        masks: torch.Tensor,
+        seed: int = 0,
+        synthetic: torch.Tensor | None = None,
     ):
         if not images.shape[0] == labels.shape[0] == masks.shape[0]:
             raise ValueError(
@@ -135,13 +176,46 @@ class DetectorTrainer(ResumableTrainer):
             )
         torch.manual_seed(seed)
         self.cfg, self.images, self.labels, self.masks = cfg, images, labels.float(), masks.float()
+        self.synthetic = torch.zeros(len(labels), dtype=torch.bool) if synthetic is None else synthetic.bool()
         self.model = MaskGuidedResNet(cfg)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
+        matched = cfg.schedule == "matched"
+        self._progress = "step" if matched else "epoch"
+        self.total = cfg.steps if matched else cfg.epochs
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.total)
         self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
+        self.step = self.epoch = 0
+        self.positives = torch.nonzero(self.labels > 0.5).flatten()
+        self.negatives = torch.nonzero(self.labels <= 0.5).flatten()
+        if matched and (len(self.positives) == 0 or len(self.negatives) == 0):
+            raise ValueError(
+                f"the matched schedule needs positive and negative slices, got {len(self.positives)} and "
+                f"{len(self.negatives)}"
+            )
+        # Separate streams, each seeded apart from the data's size: the negatives a detector sees,
+        # and their order, do not depend on how many (synthetic) positives it has.
+        self.pos_stream = IndexStream(max(len(self.positives), 1), seed * 2 + 1)
+        self.neg_stream = IndexStream(max(len(self.negatives), 1), seed * 2 + 2)
+        self.n_pos_batch = max(1, round(cfg.batch_size / (1 + cfg.neg_per_pos)))
+        #: slices drawn so far: real positives, synthetic positives, negatives
+        self.seen = {"real_positive": 0, "synthetic_positive": 0, "negative": 0}
+
+    def _update(self, b: torch.Tensor) -> float:
+        terms = self.model.loss(self.images[b], self.labels[b], self.masks[b])
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.optimizer.step()
+        positive, synthetic = self.labels[b] > 0.5, self.synthetic[b]
+        self.seen["synthetic_positive"] += int((positive & synthetic).sum())
+        self.seen["real_positive"] += int((positive & ~synthetic).sum())
+        self.seen["negative"] += int((~positive).sum())
+        return float(terms["total"].detach())
 
     def train(self, on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[float]:
+        """Train to the end of the schedule; returns the loss per step (matched) or per epoch.
+        ``on_epoch(progress, {"loss"})`` is called after every step (matched) or epoch."""
+        if self.cfg.schedule == "matched":
+            return self._train_matched(on_epoch)
         history = []
         while self.epoch < self.cfg.epochs:
             self.model.train()
@@ -151,17 +225,49 @@ class DetectorTrainer(ResumableTrainer):
                 b = idx[start : start + self.cfg.batch_size]
                 if len(b) < 2:  # BatchNorm needs more than one sample
                     continue
-                terms = self.model.loss(self.images[b], self.labels[b], self.masks[b])
-                self.optimizer.zero_grad(set_to_none=True)
-                terms["total"].backward()
-                self.optimizer.step()
-                total += float(terms["total"].detach()) * len(b) / len(idx)
+                total += self._update(b) * len(b) / len(idx)
+                self.step += 1
             self.scheduler.step()
             self.epoch += 1
             history.append(total)
             if on_epoch is not None:
                 on_epoch(self.epoch, {"loss": total})
         return history
+
+    def _train_matched(self, on_step: Callable[[int, dict[str, float]], None] | None) -> list[float]:
+        history = []
+        self.model.train()
+        while self.step < self.cfg.steps:
+            b = torch.cat(
+                [
+                    self.positives[self.pos_stream.take(self.n_pos_batch)],
+                    self.negatives[self.neg_stream.take(self.cfg.batch_size - self.n_pos_batch)],
+                ]
+            )
+            loss = self._update(b)
+            self.scheduler.step()
+            self.step += 1
+            history.append(loss)
+            if on_step is not None:
+                on_step(self.step, {"loss": loss})
+        return history
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "pos_stream": self.pos_stream.state_dict(),
+            "neg_stream": self.neg_stream.state_dict(),
+            "seen": dict(self.seen),
+            "step_count": self.step,
+            "epoch_count": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.pos_stream.load_state_dict(state["pos_stream"])
+        self.neg_stream.load_state_dict(state["neg_stream"])
+        self.seen = {k: int(v) for k, v in state["seen"].items()}
+        self.step, self.epoch = int(state["step_count"]), int(state["epoch_count"])
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:

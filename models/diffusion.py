@@ -128,8 +128,10 @@ class ConditionalDiffusion(nn.Module):
         b, dev = x0.shape[0], x0.device
         t = torch.randint(0, self.cfg.timesteps, (b,), generator=generator, device="cpu").to(dev)
         noise = torch.randn(x0.shape, generator=generator, device="cpu").to(dev)
-        keep_mask = (torch.rand(b, generator=generator) >= self.cfg.p_drop_mask).to(dev)
-        keep_nei = (torch.rand(b, generator=generator) >= self.cfg.p_drop_nei).to(dev)
+        # Condition dropout: all conditions at once (the unconditional branch), else each alone.
+        keep_any = torch.rand(b, generator=generator) >= self.cfg.p_drop_all
+        keep_mask = (keep_any & (torch.rand(b, generator=generator) >= self.cfg.p_drop_mask)).to(dev)
+        keep_nei = (keep_any & (torch.rand(b, generator=generator) >= self.cfg.p_drop_nei)).to(dev)
         pred = self(self.q_sample(x0, t, noise), t, batch.mask, batch.neighbours, keep_mask, keep_nei)
         if not self.wavelet:
             mse = F.mse_loss(pred, x0)

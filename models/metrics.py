@@ -1,6 +1,7 @@
-"""Evaluation metrics (paper 4.1-4.3): subject-level AUPRC/AUROC with bootstrap CIs, exact
-prevalence subsampling, TVR strata, MS-SSIM for small images, Frechet distance with a named
-feature extractor, mask Dice, wavelet band energies and saliency-mask overlap.
+"""Image and generator metrics (paper 4.2): MS-SSIM for small images, Frechet distance with a
+named feature extractor, mask Dice, wavelet band energies and saliency-mask overlap. (Subject-level
+detection statistics - AUPRC, AUROC, bootstrap, prevalence subsampling - are in
+:mod:`salient.dashboards.stats`.)
 
 Pure functions of arrays/tensors; nothing here reads files except
 :func:`load_feature_extractor`, which loads a checkpoint the *caller* names.
@@ -8,9 +9,7 @@ Pure functions of arrays/tensors; nothing here reads files except
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 import torch
@@ -21,130 +20,12 @@ from torch import nn
 __all__ = [
     "FeatureExtractor",
     "attention_overlap",
-    "auprc",
-    "auroc",
     "band_energy_stats",
-    "bootstrap_ci",
-    "bootstrap_stats",
     "dice_score",
     "frechet_distance",
     "ms_ssim",
-    "prevalence_subsample",
     "random_conv_extractor",
-    "tvr_strata",
 ]
-
-
-def _check(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y, s = np.asarray(y).astype(int).ravel(), np.asarray(s, dtype=float).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"labels and scores must have the same length, got {y.shape} and {s.shape}")
-    if not set(np.unique(y).tolist()) <= {0, 1}:
-        raise ValueError("labels must be 0/1")
-    return y, s
-
-
-def auprc(y: np.ndarray, s: np.ndarray) -> float:
-    """Average precision (step-wise area under the PR curve, as scikit-learn computes it)."""
-    y, s = _check(y, s)
-    if y.sum() == 0:
-        raise ValueError("AUPRC needs at least one positive")
-    order = np.argsort(-s, kind="mergesort")
-    y, s = y[order], s[order]
-    # Thresholds at distinct scores: ties are taken together.
-    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
-    tp = np.cumsum(y)[last]
-    precision = tp / (last + 1)
-    recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def auroc(y: np.ndarray, s: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with ties counted half)."""
-    y, s = _check(y, s)
-    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUROC needs both classes")
-    from scipy.stats import rankdata
-
-    ranks = rankdata(s)
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def bootstrap_stats(
-    metric: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, s: np.ndarray, n_boot: int, seed: int
-) -> np.ndarray:
-    """``n_boot`` replicates of ``metric``, resampling positives and negatives separately (seeded).
-
-    The same seed draws the same resamples for any metric, so several metrics can be bootstrapped
-    over identical replicates.
-    """
-    y, s = _check(y, s)
-    rng = np.random.default_rng(seed)
-    pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
-    stats = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        stats[i] = metric(y[idx], s[idx])
-    return stats
-
-
-def bootstrap_ci(
-    metric: Callable[[np.ndarray, np.ndarray], float],
-    y: np.ndarray,
-    s: np.ndarray,
-    n_boot: int = 1000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """(point estimate, low, high): percentile bootstrap, resampling positives and negatives
-    separately so every replicate keeps the evaluation set's prevalence."""
-    y, s = _check(y, s)
-    point = metric(y, s)
-    if n_boot == 0:
-        return point, point, point
-    stats = bootstrap_stats(metric, y, s, n_boot, seed)
-    lo, hi = np.quantile(stats, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return point, float(min(lo, point)), float(max(hi, point))
-
-
-def prevalence_subsample(labels: np.ndarray, prevalence: float, seed: int, max_denominator: int = 1000) -> np.ndarray:
-    """Indices of the largest subset whose positive fraction is exactly ``prevalence``.
-
-    ``prevalence`` is read as the fraction a/b (limited to ``max_denominator``); the subset has
-    k*a positives and k*(b-a) negatives with the largest k available, drawn with ``seed``.
-    """
-    if not 0.0 < prevalence < 1.0:
-        raise ValueError(f"prevalence must be in (0, 1), got {prevalence!r}")
-    labels = np.asarray(labels).astype(int)
-    frac = Fraction(prevalence).limit_denominator(max_denominator)
-    a, b = frac.numerator, frac.denominator
-    pos, neg = np.nonzero(labels == 1)[0], np.nonzero(labels == 0)[0]
-    k = min(len(pos) // a, len(neg) // (b - a))
-    if k == 0:
-        raise ValueError(
-            f"test set too small for prevalence {prevalence}: needs at least {a} positive and {b - a} "
-            f"negative subjects, has {len(pos)} and {len(neg)}"
-        )
-    rng = np.random.default_rng(seed)
-    chosen = np.r_[rng.choice(pos, k * a, replace=False), rng.choice(neg, k * (b - a), replace=False)]
-    return np.sort(chosen)
-
-
-def tvr_strata(tvr: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Split positives into small/middle/large TVR tertiles; each stratum keeps every negative.
-
-    Returns boolean index arrays over the subjects, one per stratum.
-    """
-    tvr, labels = np.asarray(tvr, float), np.asarray(labels).astype(int)
-    pos = labels == 1
-    if pos.sum() < 3:
-        raise ValueError(f"TVR strata need at least 3 positives, got {int(pos.sum())}")
-    lo, hi = np.quantile(tvr[pos], [1 / 3, 2 / 3])
-    small, large = pos & (tvr <= lo), pos & (tvr > hi)
-    middle = pos & ~small & ~large
-    neg = ~pos
-    return {"small": small | neg, "middle": middle | neg, "large": large | neg}
 
 
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)

@@ -4,6 +4,7 @@ draw galleries and HU histograms from. Names: :mod:`salient.dashboards.names`.""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -99,3 +100,9 @@ def write_trial_artifacts(
     raw = study.tracking.log_subject_ids
     ids = {role: subject_tokens(getattr(plan.split, role), raw) for role in plan.split.ROLES}
     (folder / names.ARTIFACT_SPLIT).write_text(json.dumps({"hashed": not raw, **ids}, indent=1))
+    if result.scores is not None:  # subjects only as the same tokens split.json uses
+        rows = [{**row, "subject": subject_tokens([row["subject"]], raw)[0]} for row in result.scores.rows()]
+        with (folder / names.ARTIFACT_SCORES).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)

@@ -273,7 +273,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     run_id = parent.info.run_id
     source = MlflowResults(uri)
     results = source.results(run_id)
-    view = build_view(results, source.study_params(run_id), preview_for(source, results))
+    view = build_view(results, source.study_params(run_id), preview_for(source, results), source.scores(results))
     meta = {"study": study.name, "study file": args.study, "MLflow run": run_id, "tracking URI": uri}
     meta["finished trials"] = str(len(results))
     out = Path(args.output)
@@ -298,6 +298,7 @@ def _cmd_tune_guidance(args: argparse.Namespace, console: Console) -> int:
         tracking_uri=args.tracking_uri,
         address=args.address,
         console=console,
+        for_study=args.for_study,
     )
     table = Table(title="guidance: default vs chosen (held-out slices)")
     for col in ("", "default", "chosen"):
@@ -533,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--study", default="studies/guidance_autotune.yaml", help="tuning study file (kind: guidance_tuning)"
+    )
+    p.add_argument(
+        "--for-study",
+        metavar="STUDY_YAML",
+        help="the dose study the profile is for: tuning uses only subjects that are neither test nor validation "
+        "subjects of it in any repeat (default: the tuning study's own split settings)",
     )
     p.add_argument("-o", "--output", default="guidance_profile.yaml", metavar="PROFILE_YAML")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's embedded store)")

@@ -46,6 +46,7 @@ from salient.platform.generator_registry import generator_for_cohort
 from salient.platform.hashing import content_hash
 from salient.platform.outputs import output_dir_problem
 from salient.platform.privacy import subject_tokens
+from salient.platform.splits import make_split, training_side
 from salient.platform.stage_cache import StageCache, stage_key
 from salient.platform.stages import DIFFUSION, UCMT
 from salient.platform.stages.base import Checkpoints, derive_seed
@@ -53,7 +54,7 @@ from salient.platform.stages.diffusion import diffusion_training_config, train_d
 from salient.platform.stages.generator import GeneratorSource
 from salient.platform.stages.slices import SliceSet, slice_set
 from salient.platform.stages.ucmt import train_ucmt, ucmt_labeled_slices, ucmt_unlabeled_slices, unlabeled_cap
-from salient.platform.study.loader import GUIDANCE_PREFIX, PROFILE_VERSION, load_study
+from salient.platform.study.loader import GUIDANCE_PREFIX, PROFILE_VERSION, load_study, read_yaml
 from salient.platform.study.schema import CohortSpec, Study, TuningWeights
 from salient.platform.synth import resolve_generator
 from salient.platform.tracking import study_tracker
@@ -208,19 +209,74 @@ def _lesion_slices(cohort: LoadedCohort, ids: Sequence[str], offsets: Sequence[i
     return data.select(lesion[order][:n])
 
 
+def split_rule(study: Study) -> dict[str, Any]:
+    """The seed-independent split a tuning respects: a dose study's test and validation subjects
+    in every repeat are what it must never score on (see :func:`salient.platform.splits.training_side`)."""
+    ev = study.evaluation
+    return {
+        "study": study.name,
+        "seed": study.seed,
+        "repeats": study.repeats,
+        "test_fraction": ev.test_fraction,
+        "validation_fraction": ev.validation_fraction,
+    }
+
+
+def _training_side(cohort: LoadedCohort, rule: Mapping[str, Any]) -> set[str]:
+    return training_side(
+        cohort.records, rule["repeats"], rule["seed"], rule["test_fraction"], rule["validation_fraction"]
+    )
+
+
+def check_profile_respects(study: Study, cohort: LoadedCohort) -> None:
+    """Refuse a dose study whose guidance profile was tuned on (held out) any of its test or
+    validation subjects, in any repeat (it would have been selected on the data that reports it).
+
+    Raises:
+        PlatformError: naming the profile, how many subjects overlap, and how to fix it.
+    """
+    if study.guidance_profile is None:
+        return
+    profile = read_yaml(study.guidance_profile) or {}
+    held = set(profile.get("held_out_subjects") or ())
+    ev = study.evaluation
+    overlap: set[str] = set()
+    for repeat in range(study.repeats):
+        split = make_split(cohort.records, 0, repeat, study.seed, ev.test_fraction, ev.validation_fraction)
+        ids = split.test + split.validation
+        overlap |= held & (set(subject_tokens(ids)) | set(subject_tokens(ids, raw=True)))
+    if overlap:
+        raise PlatformError(
+            f"guidance profile {study.guidance_profile} was tuned on {len(overlap)} subject(s) that are test or "
+            f"validation subjects of study {study.name}; tune it for this study "
+            f"(platform tune-guidance --for-study {study.source_file or 'STUDY.yaml'}) or pass a generator trained "
+            "on its training side"
+        )
+
+
 def prepare_tuning(
     study: Study,
     cohort: LoadedCohort,
     cache: StageCache,
     generator: GeneratorSource | None = None,
+    respect: Study | None = None,
 ) -> tuple[TuningSetup, dict[str, Any]]:
     """Split the cohort, get (or train) the generator and pick the held-out slices.
 
-    Returns the setup and provenance (held-out subjects as hashes, generator, cohort fingerprint).
+    Only the training side of ``respect`` (a dose study; default the tuning study's own split
+    settings) is used, for the generator and for the held-out subjects alike: a profile tuned
+    here never scored on, or trained on, that study's test or validation subjects.
+
+    Returns the setup and provenance (held-out subjects as hashes, generator, cohort fingerprint,
+    the split rule respected).
     """
     tuning = study.tuning
+    rule = split_rule(respect or study)
+    allowed = _training_side(cohort, rule)
     positives = sorted(
-        s.subject for s in cohort.subjects.values() if s.label == 1 and s.mask.reshape(len(s.mask), -1).any()
+        s.subject
+        for s in cohort.subjects.values()
+        if s.label == 1 and s.subject in allowed and s.mask.reshape(len(s.mask), -1).any()
     )
     if generator is not None:
         stages = generator.stages
@@ -240,7 +296,8 @@ def prepare_tuning(
                 f"the cohort has {len(positives)} positive subject(s) with a lesion: too few to train a generator "
                 "and hold some out; lower tuning.held_out_fraction or pass --generator"
             )
-        diffusion_state, ucmt_state = _train_generator(study, cohort, cache, train)
+        negatives = sorted(s.subject for s in cohort.subjects.values() if s.label == 0 and s.subject in allowed)
+        diffusion_state, ucmt_state = _train_generator(study, cohort, cache, train, negatives)
         source = "trained on this cohort"
     if not held:
         raise PlatformError("no held-out positive subject: every positive trained the generator")
@@ -265,12 +322,13 @@ def prepare_tuning(
         "generator": source,
         "held_out_subjects": subject_tokens(held, study.tracking.log_subject_ids),
         "held_out_slices": len(held_out),
+        "respects_split": rule,
     }
     return setup, provenance
 
 
 def _train_generator(
-    study: Study, cohort: LoadedCohort, cache: StageCache, train: list[str]
+    study: Study, cohort: LoadedCohort, cache: StageCache, train: list[str], negatives: list[str]
 ) -> tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]:
     stages = study.stages
     base = {"cohort": cohort.fingerprint, "seed": study.seed, "purpose": "guidance-tuning"}
@@ -287,7 +345,6 @@ def _train_generator(
             stages.diffusion, train_set, derive_seed(study.seed, "tuning-diffusion"), Checkpoints(cache, diff_key)
         ),
     )
-    negatives = sorted(s.subject for s in cohort.subjects.values() if s.label == 0)
     unlabeled = ucmt_unlabeled_slices(
         cohort.subjects, negatives, derive_seed(study.seed, "tuning-ucmt-unlabeled"), unlabeled_cap(len(train_set))
     )
@@ -362,8 +419,11 @@ def run_guidance_tuning(
     tracking_uri: str | None = None,
     address: str | None = None,
     console: Any | None = None,
+    for_study: str | Path | None = None,
 ) -> TuningResult:
-    """`platform tune-guidance`: tune, write the profile, log the search to MLflow."""
+    """`platform tune-guidance`: tune, write the profile, log the search to MLflow.
+
+    ``for_study``: the dose study the profile is for; only its training side is used."""
     from rich.console import Console
 
     console = console or Console()
@@ -393,7 +453,8 @@ def run_guidance_tuning(
         source = generator_for_cohort(source, cohort.subjects)
     cache = StageCache(study.output_dir / "stage_cache")
     console.print("preparing: held-out slices and generator" + (" (training it)" if source is None else ""))
-    setup, provenance = prepare_tuning(study, cohort, cache, source)
+    respect = load_study(for_study) if for_study is not None else None
+    setup, provenance = prepare_tuning(study, cohort, cache, source, respect)
     default_guidance = setup.diffusion_cfg.guidance
     baseline = evaluate_guidance(setup, default_guidance, setup.rungs[-1])
     setup = dataclasses.replace(setup, baseline=baseline)

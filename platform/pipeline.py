@@ -114,6 +114,11 @@ def _study_params(study: Study, study_path: str | Path, plan: Plan, key: str, co
         "preset": study.stages.preset,
         names.PARAM_OBJECTIVE: study.sampler.metric,
         names.PARAM_MODE: study.sampler.mode,
+        # what the significance analysis (dashboards, report) needs to redo itself
+        names.PARAM_CI: study.evaluation.ci,
+        names.PARAM_BOOTSTRAP: study.evaluation.bootstrap,
+        names.PARAM_DRAWS: study.evaluation.prevalence_draws,
+        names.PARAM_SEED: study.seed,
         names.PARAM_STAGE_CACHE: str((study.output_dir / "stage_cache").resolve()),
         # What CPU results are reproducible under (see README "Guarantees"): same code, same
         # library versions, same threads per trial.

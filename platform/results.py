@@ -95,6 +95,19 @@ class MlflowResults:
         frame.attrs["params"] = sorted(param_names)  # which columns are search-space values
         return frame
 
+    def scores(self, results: pd.DataFrame) -> pd.DataFrame | None:
+        """Every trial's per-subject scores (its ``scores.csv`` artifact) with a ``trial`` column;
+        None when no trial has them (studies run before they were recorded)."""
+        frames = []
+        for trial, run_id in zip(results.get("trial", []), results.get("run_id", []), strict=True):
+            try:
+                with tempfile.TemporaryDirectory() as d:
+                    path = Path(self.client.download_artifacts(str(run_id), names.ARTIFACT_SCORES, d))
+                    frames.append(pd.read_csv(path, dtype={"subject": str}).assign(trial=trial))
+            except Exception as exc:  # a trial without the artifact: the analysis says what is missing
+                log.warning("scores of run %s unavailable: %s", run_id, exc)
+        return pd.concat(frames, ignore_index=True) if frames else None
+
     def preview(self, trial_run_id: str) -> dict[str, np.ndarray] | None:
         """A trial's preview arrays (real and synthetic lesion slices with masks), if it has them."""
         try:

@@ -28,6 +28,7 @@ ARTIFACTS = (
     names.ARTIFACT_SAMPLES,
     names.ARTIFACT_PREVIEW,
     names.ARTIFACT_SPLIT,
+    names.ARTIFACT_SCORES,
 )
 RETRY_EVERY_S = 3.0
 

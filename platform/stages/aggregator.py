@@ -1,9 +1,17 @@
 """Aggregator stage (paper 3.5, 4.1): the EViT subject aggregator over the frozen detector's
-slice embeddings, and the subject scores it gives the held-out test subjects.
+slice embeddings, and the subject scores of every validation and test subject.
 
-Also records two by-products of the same forward passes: each test subject's maximum slice
-probability (a score that needs no aggregator) and the saliency overlap (share of the detector's
-deep attention inside the lesion on test lesion slices).
+The aggregator must learn from features like those it will score: embeddings of subjects the
+detector did *not* train on (a detector's own training subjects look cleaner than new ones). So it
+is fit on the validation subjects, by K-fold cross-fitting (stratified folds, seeded): each fold's
+model is fit on the other folds and scores its own fold, so every validation score comes from a
+model that never saw that subject (the selection on validation stays honest), and a test subject's
+score is the mean of the K models' probabilities. The folds hold the same subjects at every dose,
+so every dose's aggregator takes the same optimiser steps.
+
+Also records, from the same forward passes, each subject's maximum slice probability (a score
+that needs no aggregator) and the saliency overlap (share of the detector's deep attention inside
+the lesion on test lesion slices).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from salient.platform.stages.slices import SliceSet
 if TYPE_CHECKING:
     from salient.platform.stages.trial import TrialPlan
 
-__all__ = ["STAGE", "subject_embeddings", "train_aggregator"]
+__all__ = ["STAGE", "stratified_folds", "subject_embeddings", "train_aggregator"]
 
 SALIENCY_SLICES = 128  # test lesion slices the saliency overlap is measured on
 
@@ -44,36 +52,68 @@ def subject_embeddings(
     return seqs, max_slice
 
 
+def stratified_folds(labels: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """Fold index (0..k-1) per subject, each label spread evenly over the folds (seeded)."""
+    fold = torch.empty(len(labels), dtype=torch.long)
+    g = torch.Generator().manual_seed(seed)
+    for value in (0, 1):
+        members = torch.nonzero(labels == value).flatten()
+        members = members[torch.randperm(len(members), generator=g)]
+        fold[members] = torch.arange(len(members)) % k
+    return fold
+
+
 def train_aggregator(
     cfg: AggregatorConfig,
     det_cfg: DetectorConfig,
     det_state: Mapping[str, torch.Tensor],
-    train: SliceSet,
-    train_ids: tuple[str, ...],
-    train_labels: torch.Tensor,
+    validation: SliceSet,
+    validation_ids: tuple[str, ...],
+    validation_labels: torch.Tensor,
     test: SliceSet,
     test_ids: tuple[str, ...],
+    folds: int,
     seed: int,
 ) -> Output:
-    """Train on the training subjects' embeddings, score the test subjects; output ``{"scores",
-    "max_slice"}`` (one per test subject, in ``test_ids`` order)."""
+    """Cross-fit the aggregator on the validation subjects (see the module docstring).
+
+    Output: ``{"validation": {"scores", "max_slice"}, "test": {"scores", "max_slice"}}``, one value
+    per subject in ``validation_ids`` / ``test_ids`` order."""
     det = MaskGuidedResNet(det_cfg)
     det.load_state_dict(det_state)
     det.eval()
-    seqs, _ = subject_embeddings(det, det_cfg, train, train_ids)
-    x, pad = pad_sequences(seqs, cfg.max_len)
-    trainer = AggregatorTrainer(cfg, x, pad, train_labels, seed=seed)
-    history = trainer.train()
+    labels = validation_labels.long()
+    k = min(folds, int((labels == 1).sum()), int((labels == 0).sum()))
+    if k < 2:
+        raise ValueError(
+            f"cross-fitting needs >= 2 validation positives and negatives, got {int((labels == 1).sum())} and "
+            f"{int((labels == 0).sum())}; raise evaluation.validation_fraction"
+        )
+    val_seqs, val_max = subject_embeddings(det, det_cfg, validation, validation_ids)
     test_seqs, test_max = subject_embeddings(det, det_cfg, test, test_ids)
+    xv, padv = pad_sequences(val_seqs, cfg.max_len)
     xt, padt = pad_sequences(test_seqs, cfg.max_len)
-    scores = trainer.predict(xt, padt)
+    fold = stratified_folds(labels, k, seed)
+    val_scores, test_scores = torch.empty(len(labels)), torch.zeros(len(test_ids))
+    history, steps = [], 0
+    for f in range(k):
+        fit, held = fold != f, fold == f
+        trainer = AggregatorTrainer(cfg, xv[fit], padv[fit], validation_labels[fit], seed=seed + f)
+        history.append(trainer.train())
+        steps += trainer.steps
+        val_scores[held] = trainer.predict(xv[held], padv[held])
+        test_scores += trainer.predict(xt, padt) / k
     lesion = test.has_lesion
     overlap = float("nan")
     if lesion.any():
         with torch.no_grad():
             _, att = det(detector_input(det_cfg, test)[lesion][:SALIENCY_SLICES])
         overlap = float(np.mean(attention_overlap(att[-1], test.mask[lesion][:SALIENCY_SLICES])))
-    return ({"scores": scores, "max_slice": test_max}, {"loss": history, "attention_overlap": overlap})
+    outputs = {
+        "validation": {"scores": val_scores, "max_slice": val_max},
+        "test": {"scores": test_scores, "max_slice": test_max},
+    }
+    return outputs, {"loss": history, "folds": k, "steps": steps, "attention_overlap": overlap}
 
 
 def _run(run: StageRun) -> Output:
@@ -82,26 +122,24 @@ def _run(run: StageRun) -> Output:
         plan.stages.aggregator,
         plan.stages.detector,
         run.inputs[DETECTOR]["model"],
-        run.data.labeled,
-        split.labeled,
-        torch.tensor([float(subjects[s].label) for s in split.labeled]),
+        run.data.validation,
+        split.validation,
+        torch.tensor([float(subjects[s].label) for s in split.validation]),
         run.data.test,
         split.test,
+        plan.study.evaluation.aggregator_folds,
         run.seed,
     )
 
 
 def _config(plan: TrialPlan) -> Any:
-    return {
-        "aggregator": dataclasses.asdict(plan.stages.aggregator),
-        "evaluation": plan.study.evaluation.model_dump(mode="json"),
-    }
+    return {"aggregator": dataclasses.asdict(plan.stages.aggregator), "folds": plan.study.evaluation.aggregator_folds}
 
 
 STAGE = Stage(
     name=AGGREGATOR,
     config=_config,
-    data=lambda plan: {"test": plan.split.test},
+    data=lambda plan: {"validation": plan.split.validation, "test": plan.split.test},
     run=_run,
     inputs=(DETECTOR,),
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,16 @@ from salient.platform.stages.slices import SliceSet, slice_set
 if TYPE_CHECKING:
     from salient.platform.stages.trial import TrialPlan
 
-__all__ = ["CHECKPOINTS_PER_STAGE", "Checkpoints", "Stage", "StageEvent", "StageRun", "TrialData", "derive_seed"]
+__all__ = [
+    "CHECKPOINTS_PER_STAGE",
+    "Checkpoints",
+    "Stage",
+    "StageEvent",
+    "StageRun",
+    "TrialData",
+    "derive_seed",
+    "lesion_slice_count",
+]
 
 CHECKPOINTS_PER_STAGE = 5  # partial-state saves per stage: a retried stage loses at most 1/5
 
@@ -67,8 +76,17 @@ class TrialData:
         return slice_set(self.subjects, self.split.labeled, self.offsets)
 
     @cached_property
+    def validation(self) -> SliceSet:
+        return slice_set(self.subjects, self.split.validation, self.offsets)
+
+    @cached_property
     def test(self) -> SliceSet:
         return slice_set(self.subjects, self.split.test, self.offsets)
+
+
+def lesion_slice_count(subjects: Mapping[str, Any], ids: Sequence[str]) -> int:
+    """Axial slices with lesion voxels, summed over ``ids``: what a ``ratio`` dose multiplies."""
+    return sum(int(subjects[s].mask.reshape(subjects[s].mask.shape[0], -1).any(axis=1).sum()) for s in ids)
 
 
 @dataclass

@@ -1,7 +1,17 @@
-"""Detector stage (paper 3.5): the mask-guided ResNet slice detector at one synthetic dose.
+"""Detector stage (paper 3.5): the mask-guided ResNet slice detector at one dose of one arm.
 
-Its training slices are the labeled seed and training negatives plus the first ``n_synthetic``
-pairs of the generator's pool (doses are nested subsets of one pool).
+Its training slices are the labeled seed and training negatives plus ``n_synthetic`` added
+positive slices, which depend on the trial's arm:
+
+* ``synthetic`` - the first ``n_synthetic`` pairs of the generator's pool (doses are nested
+  subsets of one pool), each with its UCMT pseudo-label;
+* ``shuffled`` (negative control) - the same pairs with their pseudo-labels permuted among
+  them (a derangement, seeded): the same images, masks that no longer belong to them;
+* ``real`` (positive control) - real lesion slices of training positives outside the seed, with
+  their real masks, drawn in a seeded order.
+
+With the default ``matched`` schedule every dose takes the same optimiser steps and sees the same
+negatives (see :class:`~salient.models.configs.DetectorConfig`).
 """
 
 from __future__ import annotations
@@ -14,13 +24,13 @@ import torch
 from salient.models.configs import DetectorConfig
 from salient.models.detector import DetectorTrainer
 from salient.platform.stages import DETECTOR, POOL
-from salient.platform.stages.base import Checkpoints, Output, Stage, StageRun
-from salient.platform.stages.slices import SliceSet
+from salient.platform.stages.base import Checkpoints, Output, Stage, StageRun, derive_seed
+from salient.platform.stages.slices import SliceSet, slice_set
 
 if TYPE_CHECKING:
     from salient.platform.stages.trial import TrialPlan
 
-__all__ = ["STAGE", "detector_input", "train_detector", "trial_pool"]
+__all__ = ["STAGE", "added_positives", "derangement", "detector_input", "train_detector"]
 
 
 def detector_input(cfg: DetectorConfig, s: SliceSet) -> torch.Tensor:
@@ -28,45 +38,88 @@ def detector_input(cfg: DetectorConfig, s: SliceSet) -> torch.Tensor:
     return s.triplet if cfg.input_mode == "triplet" else s.image
 
 
-def trial_pool(plan: TrialPlan, pool: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
-    """The synthetic pairs a trial trains on: the first ``n_synthetic`` of its generator's pool
-    (fewer if the pool fell short because the MaskVAE3D drew empty masks)."""
-    return None if pool is None else {k: v[: plan.n_synthetic] for k, v in pool.items()}
+def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A permutation of ``range(n)`` that moves every element (n >= 2), uniformly among such."""
+    if n < 2:
+        raise ValueError(f"a derangement needs n >= 2, got {n}")
+    while True:  # rejection: about e tries on average
+        perm = torch.randperm(n, generator=generator)
+        if not bool((perm == torch.arange(n)).any()):
+            return perm
+
+
+def added_positives(run: StageRun) -> dict[str, torch.Tensor] | None:
+    """The positive slices the trial's arm adds: ``image``, ``triplet``, ``mask`` and ``block``
+    (the lesion block each synthetic slice came from; -1 for real slices), or None at dose 0."""
+    plan = run.plan
+    n = plan.n_synthetic
+    if n == 0:
+        return None
+    if plan.arm == "real":
+        extra = slice_set(run.cohort.subjects, plan.extra_real, plan.stages.diffusion.neighbour_offsets)
+        lesion = torch.nonzero(extra.has_lesion).flatten()
+        order = torch.randperm(len(lesion), generator=torch.Generator().manual_seed(run.seed))
+        chosen = extra.select(lesion[order][:n])
+        return {
+            "image": chosen.image,
+            "triplet": chosen.triplet,
+            "mask": chosen.mask,
+            "block": -torch.ones(len(chosen)),
+        }
+    pool = run.inputs[POOL]
+    added = {"image": pool["image"][:n], "triplet": pool["triplet"][:n], "mask": pool["pseudo_mask"][:n]}
+    added["block"] = pool["block"][:n] if "block" in pool else torch.full((len(added["image"]),), -1)
+    if plan.arm == "shuffled" and len(added["mask"]) >= 2:
+        perm = derangement(len(added["mask"]), torch.Generator().manual_seed(derive_seed(run.seed, "shuffle")))
+        added["mask"] = added["mask"][perm]
+    return added
 
 
 def train_detector(
     cfg: DetectorConfig,
     real: SliceSet,
-    synthetic: Mapping[str, torch.Tensor] | None,
+    added: Mapping[str, torch.Tensor] | None,
     seed: int,
     checkpoints: Checkpoints | None = None,
 ) -> Output:
-    """Train on real slices (label = has a lesion) plus synthetic positives with their UCMT
-    pseudo-labels; output ``{"model": state_dict}``."""
+    """Train on the real slices (label = has a lesion) plus the added positives with their masks;
+    output ``{"model": state_dict}``, meta with the steps and the slices seen by kind."""
     x, y, m = detector_input(cfg, real), real.has_lesion.float(), real.mask
-    n_syn = 0
-    if synthetic is not None and len(synthetic["image"]):
-        xs = synthetic["triplet"] if cfg.input_mode == "triplet" else synthetic["image"]
-        n_syn = len(xs)
-        x, y, m = torch.cat([x, xs]), torch.cat([y, torch.ones(n_syn)]), torch.cat([m, synthetic["pseudo_mask"]])
-    trainer = DetectorTrainer(cfg, x, y, m, seed=seed)
-    history = trainer.train(on_epoch=checkpoints.attach(trainer, cfg.epochs) if checkpoints else None)
-    return {"model": trainer.model.state_dict()}, {"n_slices": len(x), "n_synthetic": n_syn, "loss": history}
+    n_added = 0
+    if added is not None and len(added["image"]):
+        xs = added["triplet"] if cfg.input_mode == "triplet" else added["image"]
+        n_added = len(xs)
+        x, y, m = torch.cat([x, xs]), torch.cat([y, torch.ones(n_added)]), torch.cat([m, added["mask"]])
+    is_added = torch.cat([torch.zeros(len(real), dtype=torch.bool), torch.ones(n_added, dtype=torch.bool)])
+    trainer = DetectorTrainer(cfg, x, y, m, seed=seed, synthetic=is_added)
+    history = trainer.train(on_epoch=checkpoints.attach(trainer, trainer.total) if checkpoints else None)
+    n_neg = int((y <= 0.5).sum())
+    return {"model": trainer.model.state_dict()}, {
+        "n_slices": len(x),
+        "n_added": n_added,
+        "n_added_blocks": len({int(b) for b in added["block"].tolist() if b >= 0}) if added is not None else 0,
+        "steps": trainer.step,
+        "seed_positive_seen": trainer.seen["real_positive"],
+        "added_positive_seen": trainer.seen["synthetic_positive"],
+        "negative_seen": trainer.seen["negative"],
+        "negative_available": n_neg,
+        "loss": history,
+    }
 
 
 def _run(run: StageRun) -> Output:
-    pool = trial_pool(run.plan, run.inputs.get(POOL))
-    return train_detector(run.plan.stages.detector, run.data.labeled, pool, run.seed, run.checkpoints)
+    return train_detector(run.plan.stages.detector, run.data.labeled, added_positives(run), run.seed, run.checkpoints)
 
 
 def _config(plan: TrialPlan) -> Any:
     return dataclasses.asdict(plan.stages.detector)
 
 
-STAGE = Stage(
-    name=DETECTOR,
-    config=_config,
-    data=lambda plan: {"data": plan.split.labeled, "n_synthetic": plan.n_synthetic},
-    run=_run,
-    inputs=(POOL,),
-)
+def _data(plan: TrialPlan) -> dict[str, Any]:
+    data: dict[str, Any] = {"data": plan.split.labeled, "n_synthetic": plan.n_synthetic, "arm": plan.arm}
+    if plan.arm == "real" and plan.n_synthetic:
+        data["extra_real"] = plan.extra_real
+    return data
+
+
+STAGE = Stage(name=DETECTOR, config=_config, data=_data, run=_run, inputs=(POOL,))

@@ -156,14 +156,15 @@ def synthesize_pool(
     seed: int,
 ) -> dict[str, torch.Tensor]:
     """Draw ``n_target`` paired synthetic slices (see the module docstring for the recipe): tensors
-    ``image``, ``triplet`` (detector input), ``cond_mask`` (MaskVAE3D) and ``pseudo_mask`` (UCMT)."""
+    ``image``, ``triplet`` (detector input), ``cond_mask`` (MaskVAE3D), ``pseudo_mask`` (UCMT)
+    and ``block`` (which drawn lesion block each slice belongs to)."""
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     diffusion, vae = load_generators(diff_cfg, diff_state, vae_cfg, vae_state)
     blocks = draw_lesion_blocks(vae, hosts, extents, g, rng, min_lesion_slices=n_target)
     synthetic = sample_blocks(diffusion, diff_cfg, blocks, hosts, g)
-    images, trips, masks = [], [], []
-    for block, syn in zip(blocks, synthetic, strict=True):
+    images, trips, masks, block_ids = [], [], [], []
+    for i, (block, syn) in enumerate(zip(blocks, synthetic, strict=True)):
         # Detector triplets: synthetic neighbours inside the block, the host's outside it.
         zs = np.arange(block.z0, block.z0 + len(syn))
         trip = torch.from_numpy(triplets(hosts[block.host].image)[zs]).float()
@@ -173,6 +174,7 @@ def synthesize_pool(
         images.append(syn[block.lesion])
         trips.append(trip[block.lesion])
         masks.append(block.mask[block.lesion])
+        block_ids.append(torch.full((int(block.lesion.sum()),), i))
     image, trip_all, mask_all = torch.cat(images), torch.cat(trips), torch.cat(masks)
     pseudo = ucmt_labels(ucmt_cfg, ucmt_state, image)
     order = torch.randperm(len(image), generator=g)[:n_target]
@@ -181,6 +183,7 @@ def synthesize_pool(
         "triplet": trip_all[order],
         "cond_mask": mask_all[order],
         "pseudo_mask": pseudo[order],
+        "block": torch.cat(block_ids)[order],
     }
     return pool
 

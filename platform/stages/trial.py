@@ -2,7 +2,12 @@
 
 Both are loops over :data:`~salient.platform.stages.registry.STAGES`: planning asks each active
 stage for its cache key, running computes (or reuses) each output in order and hands it to the
-stages that take it as input. The metrics come last (:func:`trial_metrics`).
+stages that take it as input. The metrics come last (:mod:`~salient.platform.stages.scoring`).
+
+A trial is one detector: a seed size, a repeat, a dose and an *arm* - ``synthetic`` (the dose
+curve: pairs from the study's generator) or a control (``real``: extra real lesion slices;
+``shuffled``: the synthetic pairs with their masks shuffled), see
+:class:`~salient.platform.study.schema.ProtocolSpec`.
 """
 
 from __future__ import annotations
@@ -15,20 +20,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from salient.dashboards import names
 from salient.models.configs import STAGE_CONFIGS
 from salient.platform.cohort.prepare import LoadedCohort
-from salient.platform.evaluation import evaluate_subjects
 from salient.platform.splits import Split, make_split
 from salient.platform.stage_cache import StageCache, StageKey, stage_key
 from salient.platform.stages import AGGREGATOR, POOL
-from salient.platform.stages.base import StageEvent, StageRun, TrialData, derive_seed
-from salient.platform.stages.detector import trial_pool
+from salient.platform.stages.base import StageEvent, StageRun, TrialData, lesion_slice_count
 from salient.platform.stages.registry import STAGE_BY_NAME, STAGES
+from salient.platform.stages.scoring import SubjectScores, subject_scores, trial_metrics
 from salient.platform.study.params import apply_params, flatten_settings
-from salient.platform.study.schema import StagesSpec, Study
+from salient.platform.study.schema import SYNTHETIC_ARM, StagesSpec, Study
 
 __all__ = ["PREVIEW_PAIRS", "TrialPlan", "TrialResult", "plan_trial", "run_stage", "run_trial"]
 
@@ -45,13 +48,20 @@ class TrialPlan:
     stages: StagesSpec
     split: Split
     n_real_positive: int  # lesion slices of the labeled seed
-    n_synthetic: int  # requested: round(dose * n_real_positive)
-    n_pool: int  # pool size: round(pool_dose * n_real_positive)
+    n_synthetic: int  # slices added at this dose (synthetic pairs, or real ones for the real control)
+    n_pool: int  # pool size: the largest dose of the study, in slices
+    arm: str = SYNTHETIC_ARM
+    #: the real control's candidates: training positives outside the seed (with their masks)
+    extra_real: tuple[str, ...] = ()
     keys: dict[str, StageKey] = dataclasses.field(default_factory=dict)
 
     @property
     def uses_generator(self) -> bool:
-        return self.n_synthetic > 0
+        return self.n_synthetic > 0 and self.arm != "real"
+
+    @property
+    def dose(self) -> float:
+        return float(self.params.get("dose", 0.0))
 
     @property
     def trial_key(self) -> str:
@@ -73,12 +83,14 @@ class TrialPlan:
         return {
             "params": self.params,
             "repeat": self.repeat,
+            "arm": self.arm,
             "preset": self.stages.preset,
             "stages": self.stages.model_dump(mode="json", exclude={"preset"}),
             "split": {
                 "fingerprint": self.split.fingerprint(),
                 **{role: len(getattr(self.split, role)) for role in Split.ROLES},
             },
+            "dose_unit": self.study.protocol.dose_unit,
             "n_real_positive_slices": self.n_real_positive,
             "n_synthetic": self.n_synthetic,
             "n_pool": self.n_pool,
@@ -94,6 +106,8 @@ class TrialResult:
     split_fingerprint: str
     n_real_positive_slices: int
     n_synthetic: int
+    #: every validation and test subject's scores (see :class:`SubjectScores`)
+    scores: SubjectScores | None = None
     #: the first synthetic pairs this trial trained on (pool tensors, at most PREVIEW_PAIRS), or None
     preview: dict[str, torch.Tensor] | None = None
     #: real lesion slices of the labeled seed (``image``, ``mask``; at most PREVIEW_PAIRS), to
@@ -101,11 +115,9 @@ class TrialResult:
     real_preview: dict[str, torch.Tensor] | None = None
 
 
-def _seed_lesion_slices(cohort: LoadedCohort, split: Split) -> int:
-    return sum(
-        int(cohort.subjects[s].mask.reshape(cohort.subjects[s].mask.shape[0], -1).any(axis=1).sum())
-        for s in split.seed_positive
-    )
+def slices_at(dose: float, n_real_positive: int, unit: str) -> int:
+    """Slices a dose adds: ``round(dose x real lesion slices)`` (``ratio``) or the dose itself (``slices``)."""
+    return round(dose * n_real_positive) if unit == "ratio" else round(dose)
 
 
 def plan_trial(
@@ -114,7 +126,8 @@ def plan_trial(
     """Resolve a trial's configs, split and stage cache keys without training anything.
 
     Args:
-        params: the trial's search-space values (``dose``, ``seed_size``, ``STAGE.FIELD`` ...).
+        params: the trial's values (``dose``, ``seed_size``, ``STAGE.FIELD`` ..., and ``arm`` for a
+            control trial).
         pool_dose: the largest dose of the study: the synthetic pool is sized for it.
         cohort: the manifest records and every preprocessed subject (see :class:`LoadedCohort`).
     """
@@ -122,11 +135,23 @@ def plan_trial(
     dose = float(params.get("dose", 0.0))
     if dose < 0 or dose > pool_dose:
         raise ValueError(f"dose {dose} must be within [0, pool_dose={pool_dose}]")
+    ev = study.evaluation
     seed_size = int(params["seed_size"]) if "seed_size" in params else _all_train_positives(cohort, repeat, study)
-    split = make_split(cohort.records, seed_size, repeat, study.seed, study.evaluation.test_fraction)
-    n_real_pos = _seed_lesion_slices(cohort, split)
+    split = make_split(cohort.records, seed_size, repeat, study.seed, ev.test_fraction, ev.validation_fraction)
+    n_real_pos = lesion_slice_count(cohort.subjects, split.seed_positive)
+    unit = study.protocol.dose_unit
+    marked_unlabeled = {r.subject for r in cohort.records if r.split == "unlabeled"}
     plan = TrialPlan(
-        study, dict(params), repeat, stages, split, n_real_pos, round(dose * n_real_pos), round(pool_dose * n_real_pos)
+        study,
+        dict(params),
+        repeat,
+        stages,
+        split,
+        n_real_pos,
+        slices_at(dose, n_real_pos, unit),
+        slices_at(pool_dose, n_real_pos, unit),
+        arm=str(params.get(names.PARAM_ARM, SYNTHETIC_ARM)),
+        extra_real=tuple(s for s in split.unlabeled if cohort.subjects[s].label == 1 and s not in marked_unlabeled),
     )
     base = {"cohort": cohort.fingerprint, "repeat": repeat, "seed": study.seed}
     for stage in STAGES:
@@ -164,7 +189,7 @@ def run_stage(
 def run_trial(
     trial: TrialPlan, cohort: LoadedCohort, cache: StageCache, report: Callable[[StageEvent], None] | None = None
 ) -> TrialResult:
-    """Run (or reuse) every stage of a planned trial and return its metrics."""
+    """Run (or reuse) every stage of a planned trial and return its metrics and subject scores."""
     data = TrialData(cohort, trial)
     outputs: dict[str, Any] = {}
     for stage in STAGES:
@@ -175,48 +200,27 @@ def run_trial(
         outputs[stage.name], reused = run_stage(trial, stage.name, cohort, cache, data, inputs)
         if report is not None:
             report(StageEvent(stage.name, trial.keys[stage.name], reused, time.perf_counter() - start))
-    pool = trial_pool(trial, outputs.get(POOL))
-    n_syn = len(pool["image"]) if pool is not None else 0
-    metrics = trial_metrics(trial, cohort, cache, outputs[AGGREGATOR], n_syn)
-    preview = {k: v[:PREVIEW_PAIRS] for k, v in pool.items()} if pool is not None else None
+    scores = subject_scores(trial, cohort, outputs[AGGREGATOR])
+    metrics = trial_metrics(trial, cache, scores)
+    pool = outputs.get(POOL)
+    preview = {k: v[: min(PREVIEW_PAIRS, trial.n_synthetic)] for k, v in pool.items()} if pool is not None else None
     real_preview = {"image": data.seed_lesions.image[:PREVIEW_PAIRS], "mask": data.seed_lesions.mask[:PREVIEW_PAIRS]}
     stage_keys = {k: str(v) for k, v in trial.keys.items()}
     return TrialResult(
-        metrics, stage_keys, trial.split.fingerprint(), trial.n_real_positive, n_syn, preview, real_preview
+        metrics,
+        stage_keys,
+        trial.split.fingerprint(),
+        trial.n_real_positive,
+        int(metrics[names.N_ADDED]),
+        scores,
+        preview,
+        real_preview,
     )
-
-
-def trial_metrics(
-    trial: TrialPlan, cohort: LoadedCohort, cache: StageCache, aggregated: Mapping[str, torch.Tensor], n_syn: int
-) -> dict[str, float]:
-    """Test metrics of the aggregator's subject scores (and of the max-slice score), the saliency
-    overlap, the pool's realism and the trial's data counts."""
-    ev, subjects, test = trial.study.evaluation, cohort.subjects, trial.split.test
-    y = np.array([subjects[s].label for s in test])
-    tvr = np.array([subjects[s].tvr or 0.0 for s in test])
-    eval_seed = derive_seed(trial.study.seed, trial.repeat, "evaluation")
-    common = {"draws": ev.prevalence_draws, "ci": ev.ci, "seed": eval_seed}
-    metrics = evaluate_subjects(
-        y, aggregated["scores"].numpy(), ev.prevalences, bootstrap=ev.bootstrap, tvr=tvr, **common
-    )
-    max_slice = evaluate_subjects(y, aggregated["max_slice"].numpy(), ev.prevalences, bootstrap=0, **common)
-    metrics.update({f"maxslice_{k}": v for k, v in max_slice.items() if k.startswith(names.PREVALENCE_METRICS)})
-    metrics["attention_overlap"] = cache.meta(trial.keys[AGGREGATOR])["attention_overlap"]
-    if POOL in trial.keys:
-        pool_meta = cache.meta(trial.keys[POOL])
-        metrics.update(
-            {
-                k if k.startswith(("synthetic_", "real_")) else f"pool_{k}": v
-                for k, v in pool_meta.items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            }
-        )
-    metrics.update({"n_real_positive_slices": float(trial.n_real_positive), "n_synthetic": float(n_syn)})
-    return metrics
 
 
 def _all_train_positives(cohort: LoadedCohort, repeat: int, study: Study) -> int:
     """Default seed size when the study does not search it: every positive training subject."""
-    probe = make_split(cohort.records, 0, repeat, study.seed, study.evaluation.test_fraction)
+    ev = study.evaluation
+    probe = make_split(cohort.records, 0, repeat, study.seed, ev.test_fraction, ev.validation_fraction)
     marked_unlabeled = {r.subject for r in cohort.records if r.split == "unlabeled"}
-    return len([s for s in probe.unlabeled if s not in marked_unlabeled])
+    return len([s for s in probe.unlabeled if s not in marked_unlabeled and cohort.subjects[s].label == 1])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from salient.dashboards.names import PREVALENCE_METRICS, VALIDATION_PREFIX, metric_name
 from salient.models.configs import STAGE_CONFIGS, stage_config
 from salient.platform.errors import Issue, StudyError
 from salient.platform.study.params import AXES, ParamPath
@@ -312,6 +313,23 @@ def _check_space(
                 )
 
 
+def _check_objective(study: Study, file: str, issues: list[Issue]) -> None:
+    """Selection happens on validation data: the sampler's objective must be a validation metric
+    the trials report."""
+    prevalences = study.evaluation.prevalences
+    if "prevalence" in study.search_space:
+        prevalences = tuple(study.search_space["prevalence"].grid or ())
+    known = [metric_name(m, p, role="validation") for m in PREVALENCE_METRICS for p in (None, *prevalences)]
+    metric = study.sampler.metric
+    if metric not in known:
+        why = (
+            "the test set only reports; selection uses validation metrics"
+            if metric.removeprefix(VALIDATION_PREFIX) == metric
+            else "not a metric the trials report"
+        )
+        issues.append(Issue(file, "sampler.metric", metric, f"{why}; use one of {known}"))
+
+
 def load_study(path: str | Path) -> Study:
     """Read, validate and resolve a study file. Raises :class:`StudyError` listing every problem."""
     path = Path(path)
@@ -406,6 +424,18 @@ def load_study(path: str | Path) -> Study:
                     "choose random, tpe, gp, cmaes or nsga2, or make them grid entries",
                 )
             )
+        if study.kind == "dose_response":
+            _check_objective(study, file, issues)
+            dose = entries.get("dose")
+            if study.protocol.controls and dose is not None and not dose[0].is_grid:
+                issues.append(
+                    Issue(
+                        file,
+                        "protocol.controls",
+                        list(study.protocol.controls),
+                        "controls run at the doses of a dose grid; make dose a grid entry",
+                    )
+                )
     if issues:
         raise StudyError(issues)
     assert study is not None and stages is not None

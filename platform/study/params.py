@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
+from salient.dashboards.names import PARAM_ARM
 from salient.models.configs import STAGE_CONFIGS
 
 if TYPE_CHECKING:
@@ -104,10 +105,10 @@ class ParamPath:
 
 
 def apply_params(stages: StagesSpec, params: Mapping[str, Any]) -> StagesSpec:
-    """The stage configs with a trial's stage settings applied (study axes are ignored)."""
+    """The stage configs with a trial's stage settings applied (study axes and the arm are ignored)."""
     per_stage: dict[str, dict[str, Any]] = {}
     for name, value in params.items():
-        if name in AXES:
+        if name in AXES or name == PARAM_ARM:
             continue
         path = ParamPath.parse(name)
         current = per_stage.get(path.stage) or dataclasses.asdict(getattr(stages, path.stage))

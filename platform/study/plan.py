@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from salient.dashboards.names import PARAM_ARM
 from salient.platform.stages import GENERATOR_STAGES
 from salient.platform.study.params import AXES, pool_dose
 from salient.platform.study.plan_size import check_plan_size, is_training_grid
@@ -89,6 +90,8 @@ def build_plan(study: Study) -> Plan:
         if key not in seen:
             seen.add(key)
             cells.append(params)
+    # Controls beside the dose curve: each dose > 0 again per control arm; they share its 0x trial.
+    cells += [{**c, PARAM_ARM: arm} for c in list(cells) if float(c["dose"]) > 0 for arm in study.protocol.controls]
     trials = tuple(
         TrialSpec(index=i, repeat=r, params=p)
         for i, (r, p) in enumerate((r, p) for r in range(study.repeats) for p in cells)

@@ -39,6 +39,7 @@ __all__ = [
     "ParamSpec",
     "PhantomSpec",
     "PreprocessSpec",
+    "ProtocolSpec",
     "RayClusterSpec",
     "ResourceSpec",
     "SamplerSpec",
@@ -282,18 +283,32 @@ class SamplerSpec(Frozen):
     name: Literal["grid", "random", "tpe", "gp", "cmaes", "nsga2"] = "grid"
     n_trials: int = Field(1, ge=1, description="sampled configurations per grid cell and repeat")
     seed: Seed = 0
-    metric: str = "auprc"
+    #: the objective: a validation metric (selection never sees the test set), e.g. val_auprc_p0.05
+    metric: str = "val_auprc"
     mode: Literal["max", "min"] = "max"
 
 
 class EvaluationSpec(Frozen):
-    """Subject-level evaluation; prevalence is an evaluation property (no extra training)."""
+    """Subject-level evaluation; prevalence is an evaluation property (no extra training).
+
+    Selection (the sampler's objective, the best configuration per cell, the therapeutic dose)
+    uses the validation subjects; the test subjects only report (see the README's protocol).
+    ``ci`` is the confidence level of every interval; intervals of a dose's gain over 0x are
+    Bonferroni-adjusted for the number of doses on its curve.
+    """
 
     prevalences: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04, 0.05)
-    test_fraction: float = Field(0.5, gt=0, lt=1, description="share of non-seed subjects held out")
-    prevalence_draws: int = Field(10, ge=1, description="seeded test subsamples averaged per prevalence")
-    bootstrap: int = Field(200, ge=0)
+    test_fraction: float = Field(0.5, gt=0, lt=1, description="share of the cohort held out for testing")
+    validation_fraction: float = Field(
+        0.25, gt=0, lt=1, description="share of the non-test subjects held out for selection (validation)"
+    )
+    prevalence_draws: int = Field(10, ge=1, description="seeded subsamples averaged per prevalence")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap replicates of every interval")
     ci: float = Field(0.95, gt=0, lt=1)
+    tvr_prevalence: float = Field(0.04, gt=0, lt=1, description="prevalence each TVR stratum is evaluated at")
+    aggregator_folds: int = Field(
+        5, ge=2, description="cross-fitting folds of the aggregator over the validation subjects"
+    )
 
     @field_validator("prevalences")
     @classmethod
@@ -421,6 +436,34 @@ class RayClusterSpec(Frozen):
     address: str | None = Field(None, description="'auto' or HOST:PORT of a running Ray head")
 
 
+#: Control arms a study may add beside its dose curve (see :class:`ProtocolSpec`).
+CONTROL_ARMS = ("real", "shuffled")
+#: The arm of the dose curve itself: synthetic pairs from the study's generator.
+SYNTHETIC_ARM = "synthetic"
+
+
+class ProtocolSpec(Frozen):
+    """How doses are stated and which controls run beside the dose curve.
+
+    ``dose_unit``: ``ratio`` (default): a dose d adds ``round(d x L)`` synthetic lesion slices, L
+    = the lesion slices of the labeled seed; ``slices``: a dose d adds d slices.
+    ``controls``: for every dose > 0, ``real`` (positive control) adds the same number of *real*
+    lesion slices from training positives outside the seed (where the cohort has that many), and
+    ``shuffled`` (negative control) adds the same synthetic slices with their masks shuffled
+    against the images. Both share the 0x detector of their seed size and repeat.
+    """
+
+    dose_unit: Literal["ratio", "slices"] = "ratio"
+    controls: tuple[Literal["real", "shuffled"], ...] = ()
+
+    @field_validator("controls")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"controls must be distinct, got {list(v)}")
+        return v
+
+
 class Study(Frozen):
     """A validated study: everything `platform run` needs, with the search space resolved."""
 
@@ -436,6 +479,7 @@ class Study(Frozen):
     sampler: SamplerSpec = SamplerSpec()
     repeats: int = Field(1, ge=1)
     evaluation: EvaluationSpec = EvaluationSpec()
+    protocol: ProtocolSpec = ProtocolSpec()
     resources: ResourceSpec = ResourceSpec()
     tracking: TrackingSpec = TrackingSpec()
     ray: RayClusterSpec = RayClusterSpec()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from study_data import log_study, make_results
+from study_data import log_study, make_study
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +15,6 @@ def two_studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    small = log_study(client, "dash_tests", "one_seed", make_results(seed_sizes=(6,)))
-    large = log_study(client, "dash_tests", "two_seeds", make_results())
+    small = log_study(client, "dash_tests", "one_seed", *make_study(seed_sizes=(6,)))
+    large = log_study(client, "dash_tests", "two_seeds", *make_study())
     return uri, small, large

@@ -1,68 +1,136 @@
-"""Hand-made study results and a helper that logs them to MLflow the way `platform run` does
-(parent run tagged as a study, one child run per trial)."""
+"""Hand-made study results with a known answer, and a helper that logs them to MLflow the way
+`platform run` does (parent run tagged as a study, one child run per trial, per-subject scores).
+
+Every trial's per-subject scores are drawn from one baseline per subject plus a lift of the
+positives that depends on the dose (``LIFTS``); the trial's metrics are computed from those
+scores, so results and scores agree. Seed size 6: 2x is a clear gain, 4x a clear loss; seed size
+10: 1x is the best gain.
+"""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from salient.dashboards.stats import auprc, auroc, prevalence_subsample
+
+#: lift of every positive's score, per seed size and dose (0x: none)
+LIFTS = {6: {0.0: 0.0, 1.0: 0.3, 2.0: 1.5, 4.0: -1.5}, 10: {0.0: 0.0, 1.0: 1.5, 2.0: 0.6, 4.0: -1.5}}
+PREVALENCES = (0.05, 0.2)
+N_POS, N_NEG = 40, 160
+
+
+def _subjects(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for role in ("validation", "test"):
+        labels = np.r_[np.ones(N_POS, int), np.zeros(N_NEG, int)]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "role": role,
+                    "subject": [f"{role[0]}{i:03d}" for i in range(len(labels))],
+                    "label": labels,
+                    "tvr": rng.uniform(0.001, 0.05, len(labels)) * labels,
+                    "base": rng.normal(0, 1, len(labels)) + 0.8 * labels,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def _metrics(scores: pd.DataFrame, prefix: str) -> dict[str, float]:
+    y, s = scores["label"].to_numpy(), scores["score"].to_numpy()
+    out = {f"{prefix}auprc": auprc(y, s), f"{prefix}auroc": auroc(y, s)}
+    for p in PREVALENCES:
+        values = [auprc(y[i], s[i]) for i in (prevalence_subsample(y, p, seed=d) for d in range(3))]
+        out[f"{prefix}auprc_p{p:g}"] = float(np.mean(values))
+        if not prefix:
+            out[f"auprc_p{p:g}_ci_low"] = float(np.min(values)) - 0.02
+            out[f"auprc_p{p:g}_ci_high"] = float(np.max(values)) + 0.02
+    return out
+
+
+def make_study(
+    seed_sizes: tuple[int, ...] = (6, 10), doses: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0), controls: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(results, scores)`` of a one-repeat study; with ``controls``, a ``real`` arm at every dose
+    above 0 (its lift is the synthetic lift + 0.5)."""
+    rng = np.random.default_rng(0)
+    subjects = _subjects(rng)
+    rows, scores = [], []
+    for seed in seed_sizes:
+        arms = [("synthetic", 0.0)] + ([("real", 0.5)] if controls else [])
+        for arm, extra in arms:
+            for dose in doses:
+                if arm != "synthetic" and dose == 0:
+                    continue  # controls share the 0x trial
+                trial = f"s{seed}_d{dose:g}" + ("" if arm == "synthetic" else f"_{arm}")
+                lift = LIFTS[seed][dose] + (extra if dose > 0 else 0.0)
+                score = subjects["base"] + lift * subjects["label"]
+                trial_scores = subjects.assign(trial=trial, score=score, max_slice=score).drop(columns="base")
+                scores.append(trial_scores)
+                row = {"trial": trial, "seed_size": seed, "dose": dose, "repeat": 0}
+                if arm != "synthetic":
+                    row["arm"] = arm
+                for role, prefix in (("test", ""), ("validation", "val_")):
+                    row.update(_metrics(trial_scores[trial_scores["role"] == role], prefix))
+                row.update(
+                    {
+                        "attention_overlap": 0.3 + 0.05 * dose,
+                        "n_added_slices": 10.0 * dose,
+                        "auprc_tvr_small": 0.2 + 0.05 * dose,
+                        "auprc_tvr_large": 0.6,
+                    }
+                )
+                if dose > 0 and arm == "synthetic":
+                    row.update(
+                        {
+                            "pool_mask_dice": 0.8 + rng.normal(0, 0.01),
+                            "pool_ms_ssim": 0.4,
+                            "pool_frechet_distance": 12.0,
+                            "real_ll_std": 0.5,
+                            "synthetic_ll_std": 0.45,
+                            "real_hh_var": 0.01,
+                            "synthetic_hh_var": 0.012,
+                        }
+                    )
+                rows.append(row)
+    return pd.DataFrame(rows), pd.concat(scores, ignore_index=True)
 
 
 def make_results(
     seed_sizes: tuple[int, ...] = (6, 10), doses: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
 ) -> pd.DataFrame:
-    """A study's results table with a known shape: AUPRC peaks at 2x for seed 6 and 1x for 10."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for seed in seed_sizes:
-        peak = 2.0 if seed == 6 else 1.0
-        for dose in doses:
-            row = {"trial": f"s{seed}_d{dose:g}", "seed_size": seed, "dose": dose, "repeat": 0}
-            for p in (0.05, 0.2):
-                v = 0.3 + p + 0.1 * np.exp(-((dose - peak) ** 2)) - (0.15 if dose >= 4 else 0.0)
-                row.update({f"auprc_p{p:g}": v, f"auprc_p{p:g}_ci_low": v - 0.03, f"auprc_p{p:g}_ci_high": v + 0.03})
-            row.update(
-                {
-                    "auroc": 0.7 + 0.02 * dose,
-                    "auprc": 0.5,
-                    "attention_overlap": 0.3 + 0.05 * dose,
-                    "n_synthetic": 10.0 * dose,
-                    "auprc_tvr_small": 0.2 + 0.05 * dose,
-                    "auprc_tvr_large": 0.6,
-                }
-            )
-            if dose > 0:
-                row.update(
-                    {
-                        "pool_mask_dice": 0.8 + rng.normal(0, 0.01),
-                        "pool_ms_ssim": 0.4,
-                        "pool_frechet_distance": 12.0,
-                        "real_ll_std": 0.5,
-                        "synthetic_ll_std": 0.45,
-                        "real_hh_var": 0.01,
-                        "synthetic_hh_var": 0.012,
-                    }
-                )
-            rows.append(row)
-    return pd.DataFrame(rows)
+    return make_study(seed_sizes, doses)[0]
 
 
-def log_study(client: MlflowClient, experiment: str, name: str, results: pd.DataFrame) -> str:
-    """Log ``results`` like ``platform run`` does; returns the parent run id."""
+STUDY_PARAMS = {"objective": "val_auprc", "mode": "max", "ci": 0.95, "bootstrap": 300, "prevalence_draws": 3, "seed": 0}
+
+
+def log_study(
+    client: MlflowClient, experiment: str, name: str, results: pd.DataFrame, scores: pd.DataFrame | None = None
+) -> str:
+    """Log ``results`` (and each trial's ``scores.csv``) like ``platform run`` does; returns the
+    parent run id."""
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     parent = client.create_run(exp_id, run_name=name, tags={"salient.kind": "study"}).info.run_id
-    client.log_batch(parent, params=[Param("objective", "auprc"), Param("mode", "max")])
+    client.log_batch(parent, params=[Param(k, str(v)) for k, v in STUDY_PARAMS.items()])
+    axes = [c for c in ("seed_size", "dose", "repeat", "arm") if c in results.columns]
     for row in results.to_dict("records"):
         child = client.create_run(exp_id, run_name=row["trial"], tags={"mlflow.parentRunId": parent}).info.run_id
-        params = [Param(k, str(row[k])) for k in ("seed_size", "dose", "repeat")]
-        metrics = [
-            Metric(k, float(v), 0, 0)
-            for k, v in row.items()
-            if k not in ("trial", "seed_size", "dose", "repeat") and pd.notna(v)
-        ]
+        params = [Param(k, str(row[k])) for k in axes if pd.notna(row.get(k))]
+        metrics = [Metric(k, float(v), 0, 0) for k, v in row.items() if k not in ("trial", *axes) and pd.notna(v)]
         client.log_batch(child, metrics=metrics, params=params, tags=[RunTag("salient.trial_key", row["trial"])])
+        if scores is not None:
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / "scores.csv"
+                scores[scores["trial"] == row["trial"]].drop(columns="trial").to_csv(path, index=False)
+                client.log_artifact(child, str(path))
         client.set_terminated(child)
     client.set_terminated(parent)
     return parent

@@ -1,4 +1,4 @@
-"""Dose-response analysis on hand-made curves with a known optimum, window and toxic dose."""
+"""Dose-response tables on hand-made curves (descriptive: significance is tested in test_significance)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from salient.dashboards.analysis import (
     best_per_cell,
     curve_table,
     dose_shift,
-    dose_summaries,
     long_metrics,
     prevalences,
     table1,
@@ -34,43 +33,15 @@ def _results(curves: dict[tuple[int, float], list[float]], doses: list[float], h
 DOSES = [0.0, 1.0, 2.0, 4.0, 8.0]
 
 
-def test_known_optimum_window_and_toxic_dose() -> None:
-    # best at 2x; 1x within the CI of the best; 8x below the 0x baseline -> toxic
+def test_curves_with_controls_share_the_0x_point() -> None:
     df = _results({(6, 0.05): [0.30, 0.41, 0.43, 0.35, 0.25]}, DOSES)
-    (s,) = dose_summaries(df)
-    assert s.therapeutic_dose == 2.0 and s.therapeutic_value == pytest.approx(0.43)
-    assert s.baseline == pytest.approx(0.30)
-    assert s.plausible_optima == (1.0, 2.0)
-    assert s.window == (1.0, 2.0)
-    assert s.toxic_dose == 8.0
-    assert s.optimum_stability is None  # one repeat
-
-
-def test_no_toxic_dose_when_every_dose_stays_above_baseline() -> None:
-    (s,) = dose_summaries(_results({(6, 0.05): [0.30, 0.35, 0.50, 0.45, 0.40]}, DOSES))
-    assert s.therapeutic_dose == 2.0 and s.toxic_dose is None
-    assert s.window == (2.0,)
-
-
-def test_ties_go_to_the_smallest_dose() -> None:
-    (s,) = dose_summaries(_results({(6, 0.05): [0.30, 0.40, 0.40, 0.40, 0.20]}, DOSES))
-    assert s.therapeutic_dose == 1.0
-    assert s.window == (1.0, 2.0, 4.0)
-    assert s.toxic_dose == 8.0
-
-
-def test_a_flat_curve_has_no_window_and_no_toxic_dose() -> None:
-    (s,) = dose_summaries(_results({(6, 0.05): [0.3] * 5}, DOSES))
-    assert s.therapeutic_dose == 0.0  # nothing beats no synthesis
-    assert s.window == () and s.toxic_dose is None
-    assert s.plausible_optima == tuple(DOSES)
-
-
-def test_a_single_dose() -> None:
-    (s,) = dose_summaries(_results({(6, 0.05): [0.3]}, [0.0]))
-    assert (s.therapeutic_dose, s.window, s.toxic_dose, s.baseline) == (0.0, (), None, pytest.approx(0.3))
-    (s,) = dose_summaries(_results({(6, 0.05): [0.4]}, [2.0]))
-    assert s.therapeutic_dose == 2.0 and s.baseline is None and s.window == () and s.toxic_dose is None
+    controls = df[df["dose"] > 0].assign(arm="real")
+    controls["auprc_p0.05"] += 0.1
+    curves = curve_table(pd.concat([df, controls], ignore_index=True))
+    real = curves[curves["arm"] == "real"].set_index("dose")
+    synthetic = curves[curves["arm"] == "synthetic"].set_index("dose")
+    assert list(real.index) == DOSES and real.loc[0.0, "mean"] == synthetic.loc[0.0, "mean"] == pytest.approx(0.30)
+    assert real.loc[2.0, "delta"] == pytest.approx(0.23) and synthetic.loc[2.0, "delta"] == pytest.approx(0.13)
 
 
 def test_repeats_give_t_intervals_paired_deltas_and_optimum_stability() -> None:
@@ -86,35 +57,35 @@ def test_repeats_give_t_intervals_paired_deltas_and_optimum_stability() -> None:
     assert curves.loc[1.0, "delta"] == pytest.approx(0.10)  # paired by repeat: the shift cancels
     sd = np.std([0.40, 0.42, 0.38], ddof=1)
     assert curves.loc[1.0, "ci_high"] - curves.loc[1.0, "mean"] == pytest.approx(4.302653 * sd / np.sqrt(3), rel=1e-5)
-    (s,) = dose_summaries(df)
-    assert s.therapeutic_dose == 1.0 and s.optimum_stability == pytest.approx(2 / 3)
 
 
-def test_dose_shift_between_seed_sizes_and_prevalences() -> None:
-    df = _results(
-        {
-            (6, 0.05): [0.30, 0.35, 0.45, 0.40, 0.20],
-            (10, 0.05): [0.40, 0.48, 0.42, 0.39, 0.38],
-            (6, 0.2): [0.50, 0.55, 0.60, 0.70, 0.52],
-            (10, 0.2): [0.60, 0.64, 0.62, 0.61, 0.59],
-        },
-        DOSES,
-    )
-    assert prevalences(df) == [0.05, 0.2]
-    shift = dose_shift(dose_summaries(df))
+def test_dose_shift_between_seed_sizes_uses_the_chosen_doses() -> None:
+    from salient.dashboards.significance import Finding, Gain
+
+    def finding(seed: int, prev: float, dose: float | None) -> Finding:
+        chosen = (
+            None
+            if dose is None
+            else Gain("synthetic", seed, prev, dose, "validation", "auprc", 0.1, 0.05, 0.15, 0.99, 4, 1, 50)
+        )
+        return Finding("synthetic", seed, prev, "auprc", (), chosen, chosen, None, None)
+
+    shift = dose_shift([finding(25, 0.05, 4.0), finding(50, 0.05, 2.0), finding(25, 0.2, None), finding(50, 0.2, 2.0)])
     got = {(r.prevalence, r.seed_size): (r.therapeutic_dose, r.shift) for r in shift.itertuples()}
-    assert got == {(0.05, 6): (2.0, 0.0), (0.05, 10): (1.0, -1.0), (0.2, 6): (4.0, 0.0), (0.2, 10): (1.0, -3.0)}
+    assert got[(0.05, 25)] == (4.0, 0.0) and got[(0.05, 50)] == (2.0, -2.0)
+    assert np.isnan(got[(0.2, 25)][0]) and np.isnan(got[(0.2, 50)][1])  # no significant gain at 25: no shift
+    assert prevalences(_results({(6, 0.05): [0.3], (6, 0.2): [0.4]}, [0.0])) == [0.05, 0.2]
 
 
 def test_table1_has_a_row_per_seed_and_dose_and_a_markdown_twin() -> None:
     df = _results({(6, 0.05): [0.30, 0.41, 0.43, 0.35, 0.25], (10, 0.05): [0.5, 0.5, 0.5, 0.5, 0.5]}, DOSES)
     table = table1(df)
     assert len(table) == 10
-    assert list(table.columns) == ["seed_size", "dose", "AUPRC@0.05", "dAUPRC@0.05", "AUROC"]
+    assert list(table.columns) == ["arm", "seed_size", "dose", "AUPRC@0.05", "dAUPRC@0.05", "AUROC"]
     first = table.iloc[2]  # seed 6, dose 2
     assert first["AUPRC@0.05"] == "0.430 [0.410, 0.450]" and first["dAUPRC@0.05"] == "+0.130"
     md = table1_markdown(table)
-    assert md.splitlines()[0].startswith("| seed_size | dose | AUPRC@0.05")
+    assert md.splitlines()[0].startswith("| arm | seed_size | dose | AUPRC@0.05")
     assert len(md.splitlines()) == 12
 
 
@@ -153,9 +124,11 @@ def test_several_trials_per_cell_are_refused_or_reduced_to_the_best() -> None:
             "auprc_p0.1": [0.3, 0.2, 0.25, 0.5],
         }
     )
+    df["val_auprc_p0.1"] = [0.2, 0.3, 0.25, 0.4]  # selection sees validation only
     with pytest.raises(ValueError, match="several trials share a"):
         curve_table(df)
-    best = best_per_cell(df, "auprc_p0.1")
-    assert best["detector.lr"].tolist() == [1e-3, 1e-4]
-    (s,) = dose_summaries(best)
-    assert s.therapeutic_dose == 1.0 and s.baseline == pytest.approx(0.3)
+    best = best_per_cell(df, "val_auprc_p0.1")
+    assert best["detector.lr"].tolist() == [1e-4, 1e-4]  # not the test-best 1e-3 at 0x
+    with pytest.raises(ValueError, match="validation metrics"):
+        best_per_cell(df, "auprc_p0.1")
+    assert curve_table(best).set_index("dose").loc[1.0, "delta"] == pytest.approx(0.3)

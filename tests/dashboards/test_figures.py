@@ -9,27 +9,34 @@ import pandas as pd
 from plotly.offline import get_plotlyjs
 from salient.dashboards import figures
 from salient.dashboards.report import render_report
+from salient.dashboards.significance import dose_findings
 from salient.dashboards.views import build_view
-from study_data import make_results
+from study_data import STUDY_PARAMS, make_results, make_study
+
+SETTINGS = {"n_boot": 300, "draws": 3, "seed": 0}
 
 
 def _names(fig: object) -> list[str]:
     return [t.name for t in fig.data]  # type: ignore[attr-defined]
 
 
-def test_dose_response_has_band_curve_baseline_and_markers_per_facet() -> None:
-    fig = figures.dose_response_figure(make_results())
+def test_dose_response_has_band_curve_baseline_controls_and_validated_markers() -> None:
+    results, scores = make_study(controls=True)
+    findings = dose_findings(results, scores, [0.05, 0.2], **SETTINGS)
+    fig = figures.dose_response_figure(results, findings)
     names = _names(fig)
     for seed in (6, 10):
         for p in ("0.05", "0.2"):
             tag = f"seed {seed}, p {p}"
-            assert f"AUPRC ({tag})" in names and f"interval ({tag})" in names and f"0x baseline ({tag})" in names
-            assert f"therapeutic dose ({tag})" in names
-    star = next(t for t in fig.data if t.name == "therapeutic dose (seed 6, p 0.05)")
-    assert list(star.x) == [2.0]  # the known optimum of the hand-made curve
-    toxic = next(t for t in fig.data if t.name == "toxic dose (seed 6, p 0.05)")
+            assert f"interval synthetic pairs ({tag})" in names and f"0x baseline ({tag})" in names
+            assert f"interval real control ({tag})" in names
+    star = next(t for t in fig.data if t.name == "therapeutic dose, synthetic pairs (seed 6, p 0.2)")
+    assert list(star.x) == [2.0]  # the known gain of the hand-made study, chosen on validation
+    toxic = next(t for t in fig.data if t.name == "toxic dose, synthetic pairs (seed 6, p 0.2)")
     assert list(toxic.x) == [4.0]
     assert len(fig.layout.annotations) == 4  # one subplot title per (seed size, prevalence)
+    # no findings (no per-subject scores): curves without claims
+    assert not any("dose," in n for n in _names(figures.dose_response_figure(results)))
 
 
 def test_delta_heatmap_is_dose_by_prevalence_per_seed_size() -> None:
@@ -41,8 +48,13 @@ def test_delta_heatmap_is_dose_by_prevalence_per_seed_size() -> None:
 
 
 def test_other_figures_have_their_traces() -> None:
-    res = make_results()
-    assert _names(figures.optimal_dose_figure(res)) == ["prevalence 0.05", "prevalence 0.2"]
+    res, scores = make_study()
+    findings = dose_findings(res, scores, [0.05, 0.2], **SETTINGS)
+    optimum = figures.optimal_dose_figure(findings)
+    assert _names(optimum) == ["synthetic pairs, prevalence 0.05", "synthetic pairs, prevalence 0.2"]
+    assert list(optimum.data[1].y) == [2.0, 1.0]  # seed 6: 2x, seed 10: 1x (the known answer)
+    gain = figures.gain_figure(findings)
+    assert "validation gain" in _names(gain)
     names = _names(figures.auprc_auroc_figure(res))
     assert "AUROC (seed 10)" in names and "AUPRC @ 0.05 (seed 6)" in names
     realism = figures.realism_figure(res)
@@ -72,7 +84,7 @@ def test_optimisation_history_and_importance() -> None:
 
 
 def test_a_study_without_synthetic_data_still_renders() -> None:
-    res = make_results(doses=(0.0,)).drop(columns=["n_synthetic"])
+    res = make_results(doses=(0.0,)).drop(columns=["n_added_slices"])
     view = build_view(res)
     assert "dose-response" in view.figures
     assert view.figures["realism"].layout.annotations[0].text == "no synthetic data in this study"
@@ -87,17 +99,19 @@ def test_view_and_report_hold_every_figure_and_table() -> None:
         "synthetic_mask": np.ones((2, 8, 8), np.uint8),
         "hu_window": np.array([-160.0, 240.0], np.float32),
     }
-    view = build_view(make_results(), {"objective": "auprc"}, preview)
-    assert set(view.figures) >= {"dose-response", "delta-heatmap", "optimal-dose", "gallery", "hu-histogram"}
+    view = build_view(*make_study()[:1], STUDY_PARAMS, preview, make_study()[1])
+    assert set(view.figures) >= {"dose-response", "gain", "delta-heatmap", "optimal-dose", "gallery", "hu-histogram"}
     hu = view.figures["hu-histogram"].data
     assert float(hu[0].x[0]) == -160.0 + 0.5 * 400.0 and float(hu[1].x[0]) == -160.0 + 0.75 * 400.0
-    assert "Table 1 (AUPRC [interval], delta vs 0x, AUROC)" in view.tables
+    assert "Table 1 (test AUPRC [interval], delta vs 0x, AUROC)" in view.tables
+    assert any("therapeutic dose 2x" in f.sentence() for f in view.findings)
     ablated = make_results().assign(**{"detector.mask_guidance": True})
     unguided = ablated.assign(**{"detector.mask_guidance": False, "auprc_p0.05": ablated["auprc_p0.05"] - 0.1})
     both = build_view(pd.concat([ablated, unguided], ignore_index=True))
     table = both.tables["mask-guidance ablation (mean AUPRC, guided - unguided)"]
     assert table.loc[table["prevalence"] == 0.05, "difference"].round(6).eq(0.1).all()
     html = render_report(view, "study <x>", {"run": "abc"})
+    assert "<h2>Findings</h2>" in html and "therapeutic dose 2x" in html
     assert html.count('class="plotly-graph-div"') == len(view.figures)
     assert "<title>study &lt;x&gt;</title>" in html
     outside_bundle = html.replace(get_plotlyjs(), "")

@@ -1,10 +1,12 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
+from salient.dashboards.stats import auroc
 from salient.models.aggregator import AggregatorTrainer, EViTAggregator, pad_sequences
 from salient.models.configs import AggregatorConfig, DetectorConfig, UCMTConfig
 from salient.models.detector import DetectorTrainer, MaskGuidedResNet, balanced_indices, focal_loss
-from salient.models.metrics import auroc
 from salient.models.ucmt import UCMTTrainer, patch_uncertainty, rampup, umix
 from salient.platform.cohort.phantom import draw_subject
 from salient.platform.study.schema import PhantomSpec
@@ -111,7 +113,7 @@ def _phantom_slices(n_subjects: int, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 def test_tiny_detector_learns_the_phantom_task() -> None:
     x, y, m = _phantom_slices(60, seed=0)
-    cfg = DetectorConfig(widths=(4, 8, 16, 32), epochs=6, batch_size=16, lr=2e-3)
+    cfg = DetectorConfig(widths=(4, 8, 16, 32), schedule="epochs", epochs=6, batch_size=16, lr=2e-3)
     trainer = DetectorTrainer(cfg, x, y, m, seed=0)
     trainer.train()
     xt, yt, _ = _phantom_slices(20, seed=1)  # other subjects (another phantom seed)
@@ -142,3 +144,83 @@ def test_balanced_sampling_takes_every_positive() -> None:
 def test_detector_input_mode_is_checked() -> None:
     with pytest.raises(ValueError, match="expects 3 channels"):
         MaskGuidedResNet(DetectorConfig(input_mode="triplet"))(torch.zeros(2, 1, 32, 32))
+
+
+def _toy(n_pos: int, n_neg: int, n_added: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    n = n_pos + n_neg + n_added
+    x = torch.randn((n, 3, 16, 16), generator=g)
+    y = torch.tensor([1.0] * n_pos + [0.0] * n_neg + [1.0] * n_added)
+    m = (torch.rand((n, 1, 16, 16), generator=g) > 0.9).float() * y.view(-1, 1, 1, 1)
+    added = torch.tensor([False] * (n_pos + n_neg) + [True] * n_added)
+    return x, y, m, added
+
+
+TINY_DET = {"layers": (1, 1, 1, 1), "widths": (4, 4, 8, 8), "batch_size": 8, "neg_per_pos": 1.0}
+
+
+def test_matched_schedule_takes_the_same_steps_and_negatives_at_every_dose() -> None:
+    cfg = DetectorConfig(**TINY_DET, schedule="matched", steps=12)
+    runs = {}
+    for n_added in (0, 80):  # 0x and a large dose (80 added positives beside 20 real ones)
+        x, y, m, added = _toy(20, 100, n_added)
+        trainer = DetectorTrainer(cfg, x, y, m, seed=3, synthetic=added)
+        drawn: list[list[int]] = []
+        update = trainer._update
+
+        def record(b: torch.Tensor, update=update, drawn=drawn) -> float:  # type: ignore[no-untyped-def]
+            drawn.append(b.tolist())
+            return update(b)
+
+        trainer._update = record  # type: ignore[method-assign]
+        trainer.train()
+        negatives = [[i for i in b if float(y[i]) == 0.0] for b in drawn]
+        runs[n_added] = (trainer.step, dict(trainer.seen), negatives)
+    (steps0, seen0, neg0), (steps80, seen80, neg80) = runs[0], runs[80]
+    assert steps0 == steps80 == 12
+    assert neg0 == neg80  # the very same negatives, in the same order
+    assert seen0["negative"] == seen80["negative"] == 12 * 4  # 8 per batch, 1 negative per positive
+    assert seen0["synthetic_positive"] == 0 and seen80["synthetic_positive"] > seen80["real_positive"]
+    assert seen0["real_positive"] == seen80["real_positive"] + seen80["synthetic_positive"] == 48
+
+
+def test_epochs_schedule_grows_with_the_dose() -> None:
+    cfg = DetectorConfig(**TINY_DET, schedule="epochs", epochs=2)
+    steps = []
+    for n_added in (0, 80):
+        x, y, m, added = _toy(20, 100, n_added)
+        trainer = DetectorTrainer(cfg, x, y, m, seed=3, synthetic=added)
+        trainer.train()
+        steps.append(trainer.step)
+    # an epoch is every positive + as many negatives: 40 vs 200 slices, batches of 8
+    assert steps == [2 * 5, 2 * 25]
+
+
+def test_matched_schedule_resumes_exactly() -> None:
+    cfg = DetectorConfig(**TINY_DET, schedule="matched", steps=8)
+    x, y, m, added = _toy(10, 40, 10)
+    full = DetectorTrainer(cfg, x, y, m, seed=1, synthetic=added)
+    full.train()
+    part = DetectorTrainer(cfg, x, y, m, seed=1, synthetic=added)
+    states = []
+    # a copy, as the stage cache's checkpoint file is: state_dict() holds the live tensors
+    part.train(on_epoch=lambda step, _: states.append(copy.deepcopy(part.state_dict())) if step == 3 else None)
+    resumed = DetectorTrainer(cfg, x, y, m, seed=1, synthetic=added)
+    resumed.load_state_dict(states[0])
+    assert resumed.step == 3
+    resumed.train()
+    assert resumed.seen == full.seen
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_aggregator_batches_are_half_positive_whatever_the_class_ratio() -> None:
+    cfg = AggregatorConfig(max_len=4, d_model=8, heads=2, layers=1, epochs=2, batch_size=8)
+    for n_pos in (3, 20):  # 3 or 20 positives among 40 subjects
+        labels = torch.tensor([1.0] * n_pos + [0.0] * (40 - n_pos))
+        x, pad = pad_sequences([torch.randn(3, 5) for _ in range(40)], 4)
+        trainer = AggregatorTrainer(cfg, x, pad, labels, seed=0)
+        batches = [trainer._batch() for _ in range(50)]
+        assert all(float(labels[b].mean()) == 0.5 for b in batches)
+        trainer.train()
+        assert trainer.steps == 2 * 5  # ceil(40 / 8) batches per epoch: the same for any dose

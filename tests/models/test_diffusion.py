@@ -48,6 +48,31 @@ def test_dropped_conditions_differ_from_empty_ones() -> None:
     assert not torch.equal(kept, dropped)  # indicator planes tell "no lesion" from "no condition"
 
 
+def test_condition_dropout_trains_the_unconditional_branch() -> None:
+    cfg = DiffusionConfig(base_channels=8, p_drop_all=0.1, p_drop_mask=0.1, p_drop_nei=0.2)
+    model = ConditionalDiffusion(cfg)
+    seen: dict[str, torch.Tensor] = {}
+
+    def record(x_t, t, mask, neighbours, keep_mask, keep_nei):  # type: ignore[no-untyped-def]
+        seen.update(mask=keep_mask.clone(), nei=keep_nei.clone())
+        return torch.zeros_like(x_t)
+
+    model.forward = record  # type: ignore[method-assign]
+    n = 20000
+    batch = DiffusionBatch(torch.zeros(n, 1, 8, 8), torch.zeros(n, 1, 8, 8), torch.zeros(n, 2, 8, 8))
+    model.loss(batch, torch.Generator().manual_seed(0))
+    keep_m, keep_n = seen["mask"], seen["nei"]
+    shares = {
+        "uncond": float((~keep_m & ~keep_n).float().mean()),
+        "mask only": float((keep_m & ~keep_n).float().mean()),
+        "full": float((keep_m & keep_n).float().mean()),
+    }
+    # documented in DiffusionConfig: 0.1 + 0.9 * 0.1 * 0.2, 0.9 * 0.9 * 0.2, 0.9 * 0.9 * 0.8 (3 sd ~ 0.007)
+    assert shares["uncond"] == pytest.approx(0.118, abs=0.01)
+    assert shares["mask only"] == pytest.approx(0.162, abs=0.01)
+    assert shares["full"] == pytest.approx(0.648, abs=0.01)
+
+
 @pytest.mark.parametrize("domain", ["wavelet", "pixel"])
 def test_tiny_model_overfits_phantom_slices(domain: str) -> None:
     torch.manual_seed(0)

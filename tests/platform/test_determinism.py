@@ -23,18 +23,24 @@ STUDY = {
     "seed": 7,
     "cohort": {
         "source": "phantom",
-        "phantom": {"n_subjects": 16, "n_positive": 6, "shape": [48, 48, 12], "spacing": [8.0, 8.0, 10.0], "seed": 2},
+        "phantom": {"n_subjects": 24, "n_positive": 10, "shape": [48, 48, 12], "spacing": [8.0, 8.0, 10.0], "seed": 2},
         "preprocessing": {"spacing": [8.0, 8.0, 10.0], "hu_window": [-160, 240], "roi": [32, 32, 12]},
     },
     "stages": {
         "mask_vae": {"epochs": 2, "volume_size": [8, 16, 16]},
         "diffusion": {"train_steps": 3, "base_channels": 8, "guidance": {"sampling_steps": 2}},
         "ucmt": {"train_steps": 3},
-        "detector": {"epochs": 1},
+        "detector": {"steps": 4},
         "aggregator": {"epochs": 2},
     },
     "search_space": {"dose": {"grid": [1.0]}, "seed_size": {"grid": [2]}},
-    "evaluation": {"prevalences": [0.25, 0.5], "test_fraction": 0.5, "bootstrap": 20, "prevalence_draws": 3},
+    "evaluation": {
+        "prevalences": [0.25, 0.5],
+        "test_fraction": 0.3,
+        "validation_fraction": 0.3,
+        "bootstrap": 20,
+        "prevalence_draws": 3,
+    },
 }
 
 
