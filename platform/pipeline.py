@@ -2,12 +2,16 @@
 
 Plan, then execute (nnU-Net style): the study is validated once, every grid trial is resolved
 into a :class:`~salient.platform.stages.trial.TrialPlan` (configs, split, stage keys) before
-anything trains, the reuse preview is printed from those plans, and the trials run them on Ray
-Tune; each trial saves its resolved plan as an artifact.
+anything trains, the reuse preview is printed from those plans, and the study runs on Ray as a
+stage graph (:mod:`salient.platform.ray_graph`: each distinct generator output once, dose trials
+when their pool exists); sampled searches run on Ray Tune with a persisted Optuna study
+(:mod:`salient.platform.tune_adapter`). Each trial saves its resolved plan as an artifact.
 
 Resume is the same command run again (``--resume`` only says so explicitly): finished stages
-come from the stage cache, finished Tune trials from their checkpoints, and trials already
-logged to MLflow are recognised by their key, so nothing is retrained or logged twice.
+come from the stage cache, finished trials from the trial store (``OUTPUT_DIR/trials``, JSON the
+platform wrote; nothing is unpickled from the output folder), sampled draws from the Optuna
+storage, and trials already logged to MLflow are recognised by their key, so nothing is
+retrained or logged twice.
 """
 
 from __future__ import annotations
@@ -66,9 +70,14 @@ class StudyRun:
     failed: list[str]
     trained: list[str]
     reused: list[str]
-    #: driver wall seconds: "cohort" (load + preprocess), "tune" (Ray Tune, trials included),
-    #: "mlflow" (child-run logging), "total"
+    #: driver wall seconds: "cohort" (load + preprocess), "ray" (Ray start-up), "trials" (the
+    #: graph or the Tune search, trials included), "mlflow" (child-run logging), "total"
     timings: dict[str, float] = field(default_factory=dict)
+    #: one record per Ray task of the graph (node, stage, worker wall-clock start/end, compute
+    #: seconds, seconds waited on a lock), for the benchmarks
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    #: sampled draws ASHA stopped early (not results, not failures)
+    stopped_early: int = 0
 
 
 def _resolve_trials(study: Study, plan: Plan, cohort: Any) -> dict[int, Any]:
@@ -184,7 +193,7 @@ def _run_held(
     """``run_study`` once the output folder is held."""
     from salient.platform.cohort.prepare import load_cohort
     from salient.platform.tracking import TRACKING_ERRORS, study_tracker
-    from salient.platform.tune_adapter import run_with_tune
+    from salient.platform.tune_adapter import check_scheduler
 
     plan = build_plan(study)
     key = study_key(study)
@@ -198,6 +207,8 @@ def _run_held(
     tracker = study_tracker(study, tracking_uri)
     console.print(Text(f"MLflow tracking URI: {tracker.uri} (experiment {study.tracking.experiment or study.name})"))
     resolved = _resolve_trials(study, plan, cohort)
+    check_scheduler(study, plan)
+    _check_data_parallel(study, resolved)
     trained, reused = _preview(study, resolved, console)
     params = _study_params(study, study_path, plan, key, cohort)
     parent, resumed = _start_study_run(tracker, study, key, params)
@@ -210,21 +221,13 @@ def _run_held(
     status = "FAILED"
     try:
         with progress_view(console, plan) as on_event:  # live table on a terminal, plain lines in a log
-            t0 = time.perf_counter()
-            outcomes, failed = run_with_tune(
-                study,
-                plan,
-                resolved,
-                cohort,
-                study.output_dir,
-                f"{study.name}-{key[:8]}",
-                address or study.ray.address,
-                on_event,
-                trial_log.log,
-            )
-            timings["tune"] = time.perf_counter() - t0
-        for o in outcomes:  # trials restored as finished by Tune report no completion event
+            execution = _execute(study, plan, resolved, cohort, key, address, on_event, trial_log.log, timings)
+        outcomes, failed = execution.outcomes, execution.failed
+        for o in outcomes:  # idempotent: trials logged as they finished are not logged again
             trial_log.log(o)
+        if execution.stopped_early:
+            console.print(f"{execution.stopped_early} sampled draw(s) stopped early by ASHA (not results)")
+        _after_trials(study, outcomes, console)
         _summary(console, study, outcomes)
         results_csv = _write_local_results(study, outcomes)  # kept even if MLflow never comes back
         trial_log.flush(float(os.environ.get(MLFLOW_WAIT_ENV, MLFLOW_WAIT_S)), results_csv)
@@ -233,7 +236,9 @@ def _run_held(
         status = "FINISHED" if not failed else "FAILED"
         timings["mlflow"] = trial_log.seconds
         timings["total"] = time.perf_counter() - started
-        return StudyRun(parent, tracker.uri, outcomes, failed, trained, reused, timings)
+        return StudyRun(
+            parent, tracker.uri, outcomes, failed, trained, reused, timings, execution.tasks, execution.stopped_early
+        )
     except KeyboardInterrupt:
         status = "KILLED"  # Ctrl-C stops the study, it does not fail it: the same command resumes it
         raise
@@ -244,6 +249,91 @@ def _run_held(
             console.print(
                 Text(f"could not mark the study run {status.lower()} in MLflow: {short_error(exc)}", style="yellow")
             )
+
+
+@dataclass
+class _Execution:
+    outcomes: list[Any]
+    failed: list[str]
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: int = 0
+
+
+def _execute(
+    study: Study,
+    plan: Plan,
+    resolved: dict[int, Any],
+    cohort: Any,
+    key: str,
+    address: str | None,
+    on_event: Any,
+    on_done: Any,
+    timings: dict[str, float],
+) -> _Execution:
+    """Run the trials on Ray: a grid as a stage graph; a sampled search on Tune, after the
+    generators its draws share were computed as graph tasks."""
+    from salient.platform.ray_graph import run_graph
+    from salient.platform.trial_store import TrialStore
+    from salient.platform.tune_adapter import init_ray, run_sampled
+
+    t0 = time.perf_counter()
+    store = TrialStore(study.output_dir / "trials")
+    if plan.sampled or not all(store.has(t.trial_key) for t in resolved.values()):  # else: nothing to run
+        init_ray(address or study.ray.address, study.resources.max_concurrent)
+    timings["ray"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    try:
+        if not plan.sampled:
+            trials = [(plan.trials[i].trial_id, trial) for i, trial in resolved.items()]
+            run = run_graph(study, trials, cohort, study.output_dir, on_event, on_done)
+            return _Execution(run.outcomes, run.failed, run.tasks)
+        shared = _shared_generators(study, plan, cohort)
+        tasks: list[dict[str, Any]] = []
+        if shared:
+            pre = run_graph(study, shared, cohort, study.output_dir, on_event, on_done, upstream_only=True)
+            tasks = pre.tasks
+        outcomes, failed, stopped = run_sampled(study, plan, cohort, study.output_dir, key, on_event, on_done)
+        return _Execution(outcomes, failed, tasks, stopped)
+    finally:
+        timings["trials"] = time.perf_counter() - t0
+
+
+def _shared_generators(study: Study, plan: Plan, cohort: Any) -> list[tuple[str, Any]]:
+    """A sampled search's generators that every draw of a cell shares (no sampled entry reaches a
+    generator stage), as plans at the pool's dose: computed as graph tasks before the draws."""
+    from salient.platform.stages.trial import plan_trial
+    from salient.platform.tune_adapter import reaches_generator
+
+    if plan.pool_dose <= 0 or any(reaches_generator(n) for n in plan.sampled):
+        return []
+    return [
+        (t.trial_id, plan_trial(study, {**t.params, "dose": plan.pool_dose}, t.repeat, plan.pool_dose, cohort))
+        for t in plan.trials
+    ]
+
+
+def _check_data_parallel(study: Study, resolved: dict[int, Any]) -> None:
+    """A data-parallel stage splits its config's batch evenly over its workers: refuse a batch
+    the workers do not divide, before anything trains."""
+    from salient.platform.errors import PlatformError
+    from salient.platform.study.schema import DATA_PARALLEL_STAGES
+
+    for stage in DATA_PARALLEL_STAGES:
+        workers = study.resources.for_stage(stage).workers
+        sizes = {getattr(t.stages, stage).batch_size for t in resolved.values()} or {
+            getattr(study.stages, stage).batch_size
+        }
+        for batch in sorted(sizes):
+            if workers > 1 and batch % workers:
+                raise PlatformError(
+                    f"{study.source_file}: resources.stages.{stage}.workers = {workers} must divide "
+                    f"stages.{stage}.batch_size = {batch} (the global batch is split evenly over the workers)"
+                )
+
+
+def _after_trials(study: Study, outcomes: list[Any], console: Console) -> None:
+    """The study-level step after every trial finished (the lead's significance analysis goes
+    here); today nothing."""
 
 
 def _write_local_results(study: Study, outcomes: list[Any]) -> Path | None:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,9 @@ class StageCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        #: seconds this instance spent waiting for another process's lock (a stage it needed was
+        #: being computed elsewhere); the orchestration records it per trial
+        self.lock_wait_s = 0.0
 
     def entry(self, key: StageKey) -> Path:
         return self.root / key.stage / key.key
@@ -138,9 +142,14 @@ class StageCache:
         if self.has(key):
             return self.load(key), True
         (self.root / key.stage).mkdir(parents=True, exist_ok=True)
+        asked = time.perf_counter()
         with FileLock(str(self.root / key.stage / f"{key.key}.lock")):
+            self.lock_wait_s += time.perf_counter() - asked
             if self.has(key):  # another trial finished it while we waited
                 return self.load(key), True
+            started = time.perf_counter()
             output, meta = compute()
+            # compute seconds: measured stage costs for `platform plan` (salient.platform.cost_model)
+            meta = {"compute_seconds": time.perf_counter() - started, **meta}  # unless compute measured it
             self._store(key, output, {**meta, "stage": key.stage, "key": key.key})
             return output, False

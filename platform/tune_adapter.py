@@ -1,23 +1,26 @@
-"""The only module that talks to Ray: trials as Ray Tune trials.
+"""Sampled searches on Ray Tune: OptunaSearch (persisted), optional ASHA, and the rung search of
+guidance tuning. Grid studies do not use Tune: they run as a stage graph
+(:mod:`salient.platform.ray_graph`).
 
-* Grid axes are expanded in Python (:func:`salient.platform.study.plan.build_plan`);
-  OptunaSearch rejects ``grid_search``. A grid-only study is one Tuner over the trial index.
-  A study with sampled axes runs one Tuner per grid cell, whose OptunaSearch (the study's
+* A dose study with sampled entries runs one Tuner per grid cell, whose OptunaSearch (the study's
   sampler and seed) draws ``sampler.n_trials`` configurations with a define-by-run space, so
-  conditional entries (``when``) are honoured.
-* The trainable is a function of its config: it restores from ``tune.get_checkpoint()`` (a
-  finished trial's checkpoint holds its result, which is re-reported without recomputing) and
-  reports after every stage with ``tune.report(dict, checkpoint=...)``. Stage outputs live in
-  the content-addressed stage cache, so a retried trial (``FailureConfig``) continues from the
-  last finished stage and from the last checkpoint inside the interrupted one.
-* Actors are reused between trials (``reuse_actors``): a new trial skips the worker start and
-  the torch/MONAI imports. On the demo study this cut the slot time spent outside trials from
-  104.9 s to 44.5 s (benchmarks/orchestration_overhead.py, 2-core CPU). Per-process torch
-  settings are applied at the start of every trial.
-* Resources: a trial asks for the largest CPU/GPU request among its stages (one trial runs all
-  of its stages in one process). ``--address`` joins a running cluster; otherwise a local Ray is
-  started with this machine's CPUs. On a multi-node cluster ``output_dir`` must be on a shared
-  filesystem (the stage cache and the Tune storage path live there).
+  conditional entries (``when``) are honoured. Its Optuna study lives in ``OUTPUT_DIR/optuna.db``
+  (:mod:`salient.platform.optuna_store`); a rerun loads it and draws only what is missing.
+* Nothing is restored from Tune's own files: ``Tuner.restore`` unpickles ``tuner.pkl`` from the
+  output folder, and a planted one ran a shell command (issue #15 item 1). Each run gets a fresh
+  experiment folder that is written, never read; finished trials are recognised from the trial
+  store (JSON the platform wrote) and the Optuna storage.
+* Generator stages: when no sampled entry reaches a generator stage, the generators of every
+  cell are computed first as graph tasks (each once, with its own resources, side by side), so
+  the Tune trials find them in the stage cache and hold no slot waiting on a lock. A sampled
+  entry that does reach one (e.g. ``diffusion.lr``) gives every draw its own generator, trained
+  inside its Tune trial (one request: the largest of its stages).
+* ``sampler.scheduler: asha`` stops poor draws early. A dose trial reports its objective at two
+  rungs - after its pool, and when it finishes - so ASHA needs an objective known at the pool
+  (the pool's realism metrics, :data:`RUNG_METRIC_PREFIXES`) and sampled generator settings;
+  anything else is refused before training (:func:`check_scheduler`).
+* Retries: ``FailureConfig(max_failures=resources.retries)``; a retried trial reuses finished
+  stages and in-stage checkpoints from the stage cache. Actors are reused between trials.
 """
 
 from __future__ import annotations
@@ -26,36 +29,47 @@ import dataclasses
 import json
 import logging
 import os
-import signal
-import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
-from ray.tune import Callback, Checkpoint
-from salient.dashboards import names
-from salient.platform.artifacts import write_trial_artifacts
+from ray.tune import Callback
 from salient.platform.cohort.prepare import LoadedCohort
+from salient.platform.errors import StudyError
+from salient.platform.hashing import content_hash
+from salient.platform.optuna_store import optuna_study_name, settle_orphans, storage, storage_url, trial_by_values
 from salient.platform.outcome import TrialOutcome
-from salient.platform.stage_cache import StageCache
-from salient.platform.stages import DETECTOR
-from salient.platform.stages.base import StageEvent
-from salient.platform.stages.trial import TrialPlan, plan_trial, run_trial
+from salient.platform.stages import GENERATOR_STAGES, POOL
 from salient.platform.study.plan import Plan, TrialSpec
 from salient.platform.study.schema import ParamSpec, Study
 from salient.platform.torch_runtime import configure_torch
+from salient.platform.trial_exec import TrialJob, run_trial_job
+from salient.platform.trial_store import TrialStore
 
-__all__ = ["FAIL_MODE_ENV", "FAIL_ONCE_ENV", "TrialOutcome", "make_sampler", "run_rung_search", "run_with_tune"]
+__all__ = [
+    "RUNG_METRIC_PREFIXES",
+    "SLOT_RESOURCE",
+    "TrialOutcome",
+    "check_scheduler",
+    "init_ray",
+    "make_sampler",
+    "run_rung_search",
+    "run_sampled",
+]
 
 log = logging.getLogger(__name__)
-#: Test hook (fault-injection tests only): a trial fails once, after its detector stage, when
-#: this names a file that does not exist yet (the file is created before failing).
-FAIL_ONCE_ENV = "SALIENT_FAIL_ONCE"
-#: With FAIL_ONCE_ENV: "raise" (default) raises in the trial; "kill" SIGKILLs the trial's process.
-FAIL_MODE_ENV = "SALIENT_FAIL_MODE"
+
+#: Metrics a dose trial knows once its pool exists (reported at ASHA's first rung): the pool's
+#: realism, named as in the trial's metrics. A validation metric computed at the pool can join
+#: by its prefix here.
+RUNG_METRIC_PREFIXES = ("pool_", "synthetic_", "real_")
+#: Custom Ray resource a local Ray is started with (``resources.max_concurrent`` of them); each
+#: graph task takes one, so at most that many run at once (salient.platform.ray_graph).
+SLOT_RESOURCE = "salient_slot"
 
 
 def make_sampler(name: str, seed: int) -> Any:
@@ -100,119 +114,13 @@ class _DefineByRun:
         return {"trial_index": self.cell.index}
 
 
-def _trainable(
-    config: dict[str, Any],
-    study: Study,
-    plan: Plan,
-    resolved: dict[int, TrialPlan],
-    cohort: LoadedCohort,
-    cache_root: str,
-    cpus: int,
-) -> None:
-    """One trial. ``config``: ``trial_index`` plus any sampled values; ``resolved``: the trial plans
-    the driver resolved already (grid trials), so a trial is planned once."""
-    started = time.perf_counter()
-    configure_torch(cpus)
-    cell = plan.trials[int(config["trial_index"])]
-    sampled = {k: v for k, v in config.items() if k != "trial_index"}
-    metric = study.sampler.metric
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            done = Path(d) / names.ARTIFACT_RESULT
-            if done.is_file():  # finished before the driver stopped: report it again, train nothing
-                saved = json.loads(done.read_text())
-                tune.report({**saved["metrics"], "stage": "done", "restored": True}, checkpoint=checkpoint)
-                return
-    events: list[dict[str, Any]] = []
-
-    def report(event: StageEvent) -> None:
-        events.append({"stage": event.stage, "key": str(event.key), "reused": event.reused, "seconds": event.seconds})
-        tune.report({metric: float("nan"), "stage": event.stage, "reused": event.reused, "seconds": event.seconds})
-        fail_marker = os.environ.get(FAIL_ONCE_ENV)
-        if event.stage == DETECTOR and fail_marker and not Path(fail_marker).exists():
-            Path(fail_marker).write_text(f"failed {cell.trial_id} at {time.time()}\n")
-            if os.environ.get(FAIL_MODE_ENV) == "kill":  # like the OOM killer: no exception, no cleanup
-                os.kill(os.getpid(), signal.SIGKILL)
-            raise RuntimeError(f"injected failure after the detector stage ({FAIL_ONCE_ENV}={fail_marker})")
-
-    trial_plan = resolved.get(cell.index) if not sampled else None
-    if trial_plan is None:
-        trial_plan = plan_trial(study, {**cell.params, **sampled}, cell.repeat, plan.pool_dose, cohort)
-    result = run_trial(trial_plan, cohort, StageCache(cache_root), report)
-    with tempfile.TemporaryDirectory() as d:
-        write_trial_artifacts(Path(d), trial_plan, result, events, time.perf_counter() - started)
-        tune.report({**result.metrics, "stage": "done", "restored": False}, checkpoint=Checkpoint.from_directory(d))
+def init_ray(address: str | None, slots: int | None = None) -> None:
+    """Join ``address`` or start a local Ray with this machine's CPUs (and ``slots`` of
+    :data:`SLOT_RESOURCE`, the local cap on tasks running at once)."""
+    _init_ray(address, slots)
 
 
-def _outcome_from_checkpoint(path: str | None, cell: TrialSpec) -> TrialOutcome | None:
-    if path is None or not (Path(path) / names.ARTIFACT_RESULT).is_file():
-        return None
-    saved = json.loads((Path(path) / names.ARTIFACT_RESULT).read_text())
-    return TrialOutcome(
-        cell.trial_id,
-        saved["trial_key"],
-        cell.repeat,
-        saved["params"],
-        saved["metrics"],
-        saved["stage_keys"],
-        saved["stages"],
-        path,
-        saved.get("trial_seconds"),
-        saved.get("split"),
-        saved.get("settings", {}),
-    )
-
-
-#: Driver-side listeners by id. Tune pickles its RunConfig (callbacks included) into the
-#: experiment state, and a listener holds unpicklable things (a live terminal view, a client),
-#: so the callback keeps only the id.
-_LISTENERS: dict[str, tuple[Callable[[str, str, dict[str, Any]], None], Callable[[TrialOutcome], None]]] = {}
-
-
-class _Relay(Callback):
-    """Forwards Tune's trial events to the driver's listeners (progress view, MLflow logger)."""
-
-    def __init__(self, plan: Plan, listener_id: str):
-        self.plan, self.listener_id = plan, listener_id
-
-    def on_event(self, tune_id: str, status: str, info: dict[str, Any]) -> None:
-        if self.listener_id in _LISTENERS:
-            _LISTENERS[self.listener_id][0](tune_id, status, info)
-
-    def on_done(self, outcome: TrialOutcome) -> None:
-        if self.listener_id in _LISTENERS:
-            _LISTENERS[self.listener_id][1](outcome)
-
-    def _cell(self, trial: Any) -> TrialSpec:
-        return self.plan.trials[int(trial.config["trial_index"])]
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.on_event(trial.trial_id, "running", {"cell": self._cell(trial).trial_id})
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.on_event(
-            trial.trial_id,
-            "running",
-            {"cell": self._cell(trial).trial_id, "stage": result.get("stage"), "reused": result.get("reused")},
-        )
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.on_event(trial.trial_id, "failed", {"cell": self._cell(trial).trial_id})
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.on_event(trial.trial_id, "retrying", {"cell": self._cell(trial).trial_id})
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        cell = self._cell(trial)
-        ckpt = trial.checkpoint.path if trial.checkpoint is not None else None
-        outcome = _outcome_from_checkpoint(ckpt, cell)
-        self.on_event(trial.trial_id, "done", {"cell": cell.trial_id})
-        if outcome is not None:
-            self.on_done(outcome)
-
-
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, slots: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -222,126 +130,262 @@ def _init_ray(address: str | None) -> None:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         ray.init(
-            num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            resources={SLOT_RESOURCE: slots} if slots else None,
         )
 
 
-def run_with_tune(
+def _fresh_experiment(output_dir: Path, name: str) -> tuple[str, str]:
+    """``(storage path, experiment name)`` of a Tune experiment folder no run has used: Tune writes
+    there and nothing reads it back (no ``Tuner.restore``)."""
+    storage_path = str((output_dir / "ray_results").resolve())
+    return storage_path, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+# -- dose studies with sampled entries ---------------------------------------------------------
+
+
+def reaches_generator(name: str) -> bool:
+    """Whether a search-space entry changes a generator (so each draw needs its own)."""
+    return name == "seed_size" or name.split(".", 1)[0] in (*GENERATOR_STAGES, POOL)
+
+
+def check_scheduler(study: Study, plan: Plan) -> None:
+    """Refuse ``sampler.scheduler: asha`` where it could stop nothing (raises StudyError)."""
+    if getattr(study.sampler, "scheduler", "fifo") != "asha":
+        return
+    where = f"{study.source_file or 'study'}: sampler.scheduler"
+    metric = study.sampler.metric
+    if not plan.sampled:
+        raise StudyError(f"{where} = 'asha' needs sampled search-space entries (a grid has nothing to stop)")
+    if not any(reaches_generator(n) for n in plan.sampled):
+        raise StudyError(
+            f"{where} = 'asha' stops poor generators after their pool; no sampled entry changes a generator "
+            f"(sampled: {sorted(plan.sampled)}); sample a mask_vae/diffusion/ucmt setting or use scheduler: fifo"
+        )
+    if not metric.startswith(RUNG_METRIC_PREFIXES):
+        raise StudyError(
+            f"{where} = 'asha' needs an objective reported at every rung (after the pool and at the end); "
+            f"sampler.metric = {metric!r} is known only when a trial finishes (one rung: ASHA could stop "
+            f"nothing). Use a pool metric ({', '.join(p + '...' for p in RUNG_METRIC_PREFIXES)}) or scheduler: fifo"
+        )
+
+
+def _pool_metrics(meta: Mapping[str, Any]) -> dict[str, float]:
+    """The pool's realism as the trial names it (its first ASHA rung)."""
+    return {
+        k if k.startswith(("synthetic_", "real_")) else f"pool_{k}": float(v)
+        for k, v in meta.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def _sampled_trainable(
+    config: dict[str, Any],
     study: Study,
     plan: Plan,
-    resolved: dict[int, TrialPlan],
+    cohort: LoadedCohort,
+    cache_root: str,
+    store_root: str,
+    threads: int,
+    asha: bool,
+) -> None:
+    """One sampled trial: plan it from its drawn values, run it, write it to the trial store."""
+    from salient.platform.stage_cache import StageCache
+    from salient.platform.stages.trial import plan_trial
+
+    configure_torch(threads)
+    cell = plan.trials[int(config["trial_index"])]
+    values = {k: v for k, v in config.items() if k != "trial_index"}
+    trial_plan = plan_trial(study, {**cell.params, **values}, cell.repeat, plan.pool_dose, cohort)
+    metric = study.sampler.metric
+
+    def on_stage(event: dict[str, Any]) -> None:
+        if not asha:
+            tune.report({metric: float("nan"), "stage": event["stage"], "reused": event["reused"]})
+        elif event["stage"] == POOL:  # ASHA's first rung: the objective is known once the pool exists
+            meta = StageCache(cache_root).meta(trial_plan.keys[POOL])
+            tune.report({**_pool_metrics(meta), "stage": POOL, "reused": event["reused"]})
+
+    result = run_trial_job(TrialJob(cell.trial_id, trial_plan, cache_root, store_root, threads), cohort, on_stage)
+    tune.report({**result["metrics"], "stage": "done", "trial_key": result["trial_key"]})
+
+
+#: Driver-side listeners by id: Tune pickles its RunConfig (callbacks included) into the
+#: experiment folder, and a listener holds unpicklable things (a live view, an MLflow client).
+#: Each: ``(on_event(tune id, status, info), on_complete(cell, sampled values))``.
+_LISTENERS: dict[
+    str, tuple[Callable[[str, str, dict[str, Any]], None], Callable[[TrialSpec, dict[str, Any]], None]]
+] = {}
+
+
+class _Relay(Callback):
+    """Forwards Tune's trial events to the driver: the progress view, and each finished trial
+    (so it is logged as it finishes)."""
+
+    def __init__(self, plan: Plan, listener_id: str):
+        self.plan, self.listener_id = plan, listener_id
+
+    def _emit(self, trial: Any, status: str, info: dict[str, Any]) -> None:
+        if self.listener_id in _LISTENERS:
+            cell = self.plan.trials[int(trial.config["trial_index"])]
+            _LISTENERS[self.listener_id][0](trial.trial_id, status, {"cell": cell.trial_id, **info})
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._emit(trial, "running", {})
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._emit(trial, "running", {"stage": result.get("stage"), "reused": result.get("reused")})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._emit(trial, "failed", {})
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._emit(trial, "retrying", {})
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._emit(trial, "done", {})
+        if self.listener_id in _LISTENERS:
+            cell = self.plan.trials[int(trial.config["trial_index"])]
+            _LISTENERS[self.listener_id][1](cell, {k: v for k, v in trial.config.items() if k != "trial_index"})
+
+
+def run_sampled(
+    study: Study,
+    plan: Plan,
     cohort: LoadedCohort,
     output_dir: Path,
-    experiment: str,
-    address: str | None,
+    key: str,
     on_event: Callable[[str, str, dict[str, Any]], None],
     on_done: Callable[[TrialOutcome], None],
-) -> tuple[list[TrialOutcome], list[str]]:
-    """Run every trial of the plan; returns the finished outcomes and the ids of failed trials.
+) -> tuple[list[TrialOutcome], list[str], int]:
+    """Run the sampled trials of every grid cell; returns ``(finished outcomes, failed trials,
+    trials ASHA stopped early)``. Finished trials of earlier runs are taken from the Optuna
+    storage and the trial store (and handed to ``on_done`` too)."""
+    import optuna
+    from optuna.trial import TrialState
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+    from salient.platform.stages.trial import plan_trial
 
-    ``experiment`` names the Tune experiment folder under ``output_dir/ray_results``; an
-    existing experiment of that name is restored (finished trials are not run again).
-    """
-    _init_ray(address)
-    per_trial = study.resources.per_trial()
-    cpus, gpus = per_trial.cpus, per_trial.gpus
-    storage = (output_dir / "ray_results").resolve()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cache_root = str((output_dir / "stage_cache").resolve())
+    store = TrialStore((output_dir / "trials").resolve())
+    asha = getattr(study.sampler, "scheduler", "fifo") == "asha"
+    metric, mode = study.sampler.metric, study.sampler.mode
+    threads = max(1, int(study.resources.per_trial().cpus))
+    db = storage(storage_url(output_dir))
     trainable = tune.with_resources(
         tune.with_parameters(
-            _trainable,
+            _sampled_trainable,
             study=study,
             plan=plan,
-            resolved=resolved,
             cohort=cohort,
-            cache_root=str((output_dir / "stage_cache").resolve()),
-            cpus=max(1, int(cpus)),
+            cache_root=cache_root,
+            store_root=str(store.root),
+            threads=threads,
+            asha=asha,
         ),
-        {"cpu": cpus, "gpu": gpus},
+        {"cpu": study.resources.per_trial().cpus, "gpu": study.resources.per_trial().gpus},
     )
-    listener_id = experiment  # stable: a restored Tuner unpickles the callback with this id
-    _LISTENERS[listener_id] = (on_event, on_done)
-    relay = _Relay(plan, listener_id)
-    run_config = tune.RunConfig(
-        storage_path=str(storage),
-        verbose=0,
-        callbacks=[relay],
-        failure_config=tune.FailureConfig(max_failures=study.resources.retries),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-    )
-    groups: list[tuple[str, dict[str, Any], tune.TuneConfig]] = []
-    if not plan.sampled:
-        groups.append(
-            (
-                experiment,
-                {"trial_index": tune.grid_search([t.index for t in plan.trials])},
-                tune.TuneConfig(max_concurrent_trials=study.resources.max_concurrent, num_samples=1, reuse_actors=True),
-            )
-        )
-    else:
-        from ray.tune.search.optuna import OptunaSearch
+    studies: dict[int, Any] = {}
 
+    def finished(cell: TrialSpec, values: dict[str, Any]) -> TrialOutcome | None:
+        """The trial store's entry for a draw, named after its Optuna trial number."""
+        trial_plan = plan_trial(study, {**cell.params, **values}, cell.repeat, plan.pool_dose, cohort)
+        outcome = store.outcome(trial_plan.trial_key, cell.trial_id, cell.repeat)
+        trial = trial_by_values(studies[cell.index], values) if outcome is not None else None
+        if outcome is None or trial is None:
+            return outcome
+        return dataclasses.replace(outcome, trial_id=f"{cell.trial_id}-{trial.number}")
+
+    def on_complete(cell: TrialSpec, values: dict[str, Any]) -> None:
+        if (outcome := finished(cell, values)) is not None:
+            on_done(outcome)
+
+    listener_id = uuid.uuid4().hex
+    _LISTENERS[listener_id] = (on_event, on_complete)
+    outcomes: list[TrialOutcome] = []
+    failed: list[str] = []
+    stopped = 0
+    try:
         for cell in plan.trials:
-            search = OptunaSearch(
-                space=_DefineByRun(cell, plan.sampled),
-                metric=study.sampler.metric,
-                mode=study.sampler.mode,
-                sampler=make_sampler(study.sampler.name, study.sampler.seed + cell.index),
-            )
-            groups.append(
-                (
-                    f"{experiment}-{cell.trial_id}",
-                    {},
-                    tune.TuneConfig(
+            name = optuna_study_name(study.name, key, cell.trial_id if len(plan.trials) > 1 else None)
+            direction = optuna.study.StudyDirection.MAXIMIZE if mode == "max" else optuna.study.StudyDirection.MINIMIZE
+            ot_study = optuna.create_study(storage=db, study_name=name, direction=direction, load_if_exists=True)
+            studies[cell.index] = ot_study
+
+            def objective_of(values: dict[str, Any], cell: TrialSpec = cell) -> float | None:
+                o = finished(cell, values)
+                return None if o is None or metric not in o.metrics else o.metrics[metric]
+
+            settle_orphans(ot_study, objective_of)
+            done = ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            remaining = plan.n_samples - len(done)
+            if remaining > 0:
+                search = OptunaSearch(
+                    space=_DefineByRun(cell, plan.sampled),
+                    metric=metric,
+                    mode=mode,
+                    sampler=make_sampler(study.sampler.name, study.sampler.seed + cell.index),
+                    study_name=name,
+                    storage=db,
+                )
+                scheduler = (
+                    ASHAScheduler(
+                        time_attr="training_iteration",
+                        max_t=2,
+                        grace_period=1,
+                        reduction_factor=2,
+                        metric=metric,
+                        mode=mode,
+                    )
+                    if asha
+                    else None
+                )
+                storage_path, experiment = _fresh_experiment(output_dir, name)
+                tuner = tune.Tuner(
+                    trainable,
+                    tune_config=tune.TuneConfig(
                         search_alg=search,
-                        num_samples=plan.n_samples,
+                        scheduler=scheduler,
+                        num_samples=remaining,
                         max_concurrent_trials=study.resources.max_concurrent,
                         reuse_actors=True,
                     ),
+                    run_config=tune.RunConfig(
+                        name=experiment,
+                        storage_path=storage_path,
+                        verbose=0,
+                        callbacks=[_Relay(plan, listener_id)],
+                        failure_config=tune.FailureConfig(max_failures=study.resources.retries),
+                    ),
                 )
-            )
-    outcomes: list[TrialOutcome] = []
-    failed: list[str] = []
-    try:
-        _fit_groups(groups, storage, trainable, run_config, plan, outcomes, failed)
+                grid = tuner.fit()
+                for i in range(len(grid)):
+                    result = grid[i]
+                    if result.error is not None:
+                        failed.append(f"{cell.trial_id} (draw {i}): {_short(result.error)}")
+            # Every finished draw of this cell, earlier runs' included, by its Optuna trial number.
+            for trial in ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                outcome = finished(cell, dict(trial.params))
+                if outcome is None:
+                    stopped += 1  # told COMPLETE by ASHA's stop, with no finished result
+                    continue
+                outcomes.append(outcome)
+                on_done(outcome)  # idempotent: those logged as they finished are not logged again
     finally:
         _LISTENERS.pop(listener_id, None)
-    return outcomes, failed
+    return outcomes, failed, stopped
 
 
-def _fit_groups(
-    groups: list[tuple[str, dict[str, Any], Any]],
-    storage: Path,
-    trainable: Any,
-    run_config: Any,
-    plan: Plan,
-    outcomes: list[TrialOutcome],
-    failed: list[str],
-) -> None:
-    for name, space, tune_config in groups:
-        path = storage / name
-        if tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(
-                str(path), trainable=trainable, resume_unfinished=True, resume_errored=True, param_space=space or None
-            )
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=space,
-                tune_config=tune_config,
-                run_config=dataclasses.replace(run_config, name=name),
-            )
-        grid = tuner.fit()
-        for i in range(len(grid)):
-            result = grid[i]
-            cell = plan.trials[int((result.config or {})["trial_index"])]
-            outcome = _outcome_from_checkpoint(result.checkpoint.path if result.checkpoint else None, cell)
-            if outcome is None or result.error is not None:
-                failed.append(f"{cell.trial_id}: {result.error!r}" if result.error else cell.trial_id)
-                continue
-            if plan.sampled:  # one cell holds several sampled trials: name them apart
-                n_before = sum(o.trial_id.startswith(cell.trial_id) for o in outcomes)
-                outcome = dataclasses.replace(outcome, trial_id=f"{cell.trial_id}-{n_before}")
-            outcomes.append(outcome)
+def _short(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    lines = [ln for ln in str(cause).splitlines() if ln.strip()]
+    return f"{type(cause).__name__}: {lines[-1][:200] if lines else ''}"
 
 
 # -- searches scored rung by rung (guidance auto-tuning) ----------------------------------------
@@ -355,6 +399,10 @@ def _rung_trainable(config: dict[str, Any], scorer: RungScorer, setup: Any, cpus
     configure_torch(cpus)
     for metrics in scorer(setup, {k: v for k, v in config.items() if k != "trial_index"}):
         tune.report(metrics)
+
+
+def _rows_dir(study: Study, name: str) -> Path:
+    return study.output_dir / "tuning_rows" / content_hash(name, 16)
 
 
 def run_rung_search(
@@ -372,11 +420,16 @@ def run_rung_search(
     """Search the study's sampled entries with its Optuna sampler through Ray Tune, with ASHA
     early stopping over ``n_rungs`` rungs (reduction factor 2), maximising ``metric``.
 
+    The Optuna study is ``experiment`` in ``OUTPUT_DIR/optuna.db``; a rerun continues it (only the
+    missing trials run; earlier trials' rows come from ``OUTPUT_DIR/tuning_rows/``, JSON).
     Returns one row per trial: its ``values``, the ``objectives`` it last reported (the names in
     ``keep``) and whether ASHA ``stopped_early``."""
+    import optuna
+    from optuna.trial import TrialState
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     _init_ray(address)
     cpus = max(1, int(study.resources.per_trial().cpus))
     trainable = tune.with_resources(
@@ -385,40 +438,71 @@ def run_rung_search(
     )
     sampled = {k: v for k, v in study.search_space.items() if not v.is_grid}
     fixed = {k: v.grid[0] for k, v in study.search_space.items() if v.is_grid and v.grid}
+    db = storage(storage_url(study.output_dir))
+    ot_study = optuna.create_study(storage=db, study_name=experiment, direction="maximize", load_if_exists=True)
+    rows_dir = _rows_dir(study, experiment)
+    rows_dir.mkdir(parents=True, exist_ok=True)
+
+    def saved_row(number: int) -> dict[str, Any] | None:
+        path = rows_dir / f"{number}.json"
+        try:
+            row = json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, json.JSONDecodeError):
+            return None
+        return row if isinstance(row, dict) and {"values", "objectives", "stopped_early"} <= set(row) else None
+
+    def objective_of(values: dict[str, Any]) -> float | None:
+        return None  # a trial the driver never saw finish is run again (its draw is replaced)
+
+    settle_orphans(ot_study, objective_of)
+    rows: list[dict[str, Any]] = []
+    for trial in ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if (row := saved_row(trial.number)) is not None:
+            rows.append(row)
+    remaining = n_trials - len(ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if remaining <= 0:
+        return rows
     search = OptunaSearch(
         space=_DefineByRun(TrialSpec(0, 0, fixed), sampled),
         metric=metric,
         mode="max",
         sampler=make_sampler(study.sampler.name, study.sampler.seed),
+        study_name=experiment,
+        storage=db,
     )
     scheduler = ASHAScheduler(
         time_attr="training_iteration", max_t=n_rungs, grace_period=1, reduction_factor=2, metric=metric, mode="max"
     )
-    storage = (study.output_dir / "ray_results").resolve()
+    storage_path, tune_name = _fresh_experiment(study.output_dir, experiment)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=search,
             scheduler=scheduler,
-            num_samples=n_trials,
+            num_samples=remaining,
             max_concurrent_trials=study.resources.max_concurrent,
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=experiment, storage_path=str(storage), verbose=0),
+        run_config=tune.RunConfig(name=tune_name, storage_path=storage_path, verbose=0),
     )
     grid = tuner.fit()
-    rows = []
     for i in range(len(grid)):
         result = grid[i]
         if result.error is not None or not result.metrics:
             log.warning("trial %d of %s failed: %r", i, experiment, result.error)
             continue
         values = {k: v for k, v in (result.config or {}).items() if k != "trial_index"}
+        objectives = {k: float(result.metrics[k]) for k in (*keep, metric) if k in result.metrics}
         row = {
             "values": {**fixed, **values},
-            "objectives": {k: float(result.metrics[k]) for k in (*keep, metric) if k in result.metrics},
+            "objectives": objectives,
             "stopped_early": int(result.metrics.get("training_iteration", 0)) < n_rungs,
         }
+        trial = trial_by_values(ot_study, values)
+        if trial is not None:
+            tmp = rows_dir / f".{trial.number}.json.tmp"
+            tmp.write_text(json.dumps(row, default=str))
+            os.replace(tmp, rows_dir / f"{trial.number}.json")
         rows.append(row)
         on_result(row)
     return rows

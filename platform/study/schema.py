@@ -277,6 +277,21 @@ class ParamSpec(Frozen):
         return tuple(getattr(self, self.kind))
 
 
+#: Stages whose training can run data-parallel on several workers (Ray Train, DDP).
+DATA_PARALLEL_STAGES = ("diffusion", "ucmt")
+#: Most data-parallel workers one stage may ask for.
+MAX_WORKERS = 1024
+
+
+def _drop_defaults(model: BaseModel, data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """Leave fields added after studies were first hashed out of a dump while they hold their
+    default, so existing studies keep their keys (as :class:`CohortSpec` does)."""
+    for name in names:
+        if name in data and getattr(model, name) == type(model).model_fields[name].default:
+            del data[name]
+    return data
+
+
 class SamplerSpec(Frozen):
     """How sampled (non-grid) search-space entries are drawn."""
 
@@ -286,6 +301,13 @@ class SamplerSpec(Frozen):
     #: the objective: a validation metric (selection never sees the test set), e.g. val_auprc_p0.05
     metric: str = "val_auprc"
     mode: Literal["max", "min"] = "max"
+    #: ``asha``: stop poor draws early (Tune's ASHA); needs an objective reported before a trial
+    #: ends (see salient.platform.tune_adapter.check_scheduler)
+    scheduler: Literal["fifo", "asha"] = "fifo"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _drop_defaults(self, handler(self), ("scheduler",))
 
 
 class EvaluationSpec(Frozen):
@@ -322,25 +344,57 @@ class EvaluationSpec(Frozen):
 
 
 class StageResources(Frozen):
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
+    """What one stage's task asks for.
+
+    ``workers`` > 1 trains the stage data-parallel (Ray Train's TorchTrainer, DDP; diffusion and
+    ucmt only): ``cpus``/``gpus`` are then per worker, and the config's ``batch_size`` is the
+    global batch, split evenly over the workers (it must be divisible by ``workers``).
+    """
+
+    cpus: float = Field(1.0, gt=0, le=1e6)
+    gpus: float = Field(0.0, ge=0, le=1e4)
+    workers: int = Field(1, ge=1, le=MAX_WORKERS, description="data-parallel workers (diffusion, ucmt)")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _drop_defaults(self, handler(self), ("workers",))
 
 
 class ResourceSpec(Frozen):
-    """Per-trial resources; ``stages`` overrides them for one stage (e.g. GPUs for diffusion)."""
+    """Resources. ``cpus``/``gpus``: what each stage asks for unless ``stages`` overrides it for
+    that stage (e.g. GPUs for diffusion, ``workers`` for data-parallel training).
 
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
+    ``scheduling``: ``graph`` (default) runs the study as a stage graph - each distinct generator
+    stage output once, as its own Ray task with its own request, as soon as its inputs exist;
+    dose trials when their pool exists (:mod:`salient.platform.graph`). ``trial`` is the former
+    scheme, one task per trial running all its stages with the largest request, trials sharing a
+    generator waiting on its lock (kept for comparison, see benchmarks/orchestration_overhead.py).
+    ``max_concurrent`` caps the tasks running at once on a local Ray (and Tune trials of sampled
+    searches); on a cluster the cluster's resources bound the graph.
+    """
+
+    cpus: float = Field(1.0, gt=0, le=1e6)
+    gpus: float = Field(0.0, ge=0, le=1e4)
     max_concurrent: int = Field(2, ge=1)
     stages: dict[str, StageResources] = {}
-    retries: int = Field(2, ge=0, description="times a failed trial is retried from its checkpoint")
+    retries: int = Field(2, ge=0, description="times a failed task is retried (from the stage cache and checkpoints)")
+    scheduling: Literal["graph", "trial"] = "graph"
 
     @field_validator("stages")
     @classmethod
     def _stage_names(cls, v: dict[str, StageResources]) -> dict[str, StageResources]:
         if unknown := sorted(set(v) - set(STAGE_NAMES)):
             raise ValueError(f"unknown stage(s) {unknown}; stages: {list(STAGE_NAMES)}")
+        for name, res in v.items():
+            if res.workers > 1 and name not in DATA_PARALLEL_STAGES:
+                raise ValueError(
+                    f"stages.{name}.workers: only {list(DATA_PARALLEL_STAGES)} train data-parallel, got {res.workers}"
+                )
         return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _drop_defaults(self, handler(self), ("scheduling",))
 
     def for_stage(self, stage: str) -> StageResources:
         return self.stages.get(stage, StageResources(cpus=self.cpus, gpus=self.gpus))

@@ -1,4 +1,5 @@
-"""`platform run` end to end on a tiny phantom study, through real Ray Tune and real MLflow.
+"""`platform run` end to end on a tiny phantom study, through real Ray (the stage graph; Tune for
+sampled searches) and real MLflow.
 
 Every test runs the CLI in a subprocess (its own Ray instance, like a user's shell) and then
 queries MLflow with ``mlflow.search_runs``. Servers the tests need (an ``mlflow server``, a
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import secrets
 import shutil
 import signal
@@ -32,7 +34,9 @@ TINY_STUDY = {
     "seed": 0,
     "cohort": {
         "source": "phantom",
-        "phantom": {"n_subjects": 24, "n_positive": 8, "shape": [48, 48, 12], "spacing": [8.0, 8.0, 10.0], "seed": 1},
+        # enough positives for a test, a validation (>= 2 per class: the aggregator cross-fits on
+        # it) and a seed set
+        "phantom": {"n_subjects": 32, "n_positive": 12, "shape": [48, 48, 12], "spacing": [8.0, 8.0, 10.0], "seed": 1},
         "preprocessing": {"spacing": [8.0, 8.0, 10.0], "hu_window": [-160, 240], "roi": [32, 32, 12]},
     },
     "stages": {
@@ -40,12 +44,18 @@ TINY_STUDY = {
         "mask_vae": {"epochs": 3, "volume_size": [8, 16, 16]},
         "diffusion": {"train_steps": 6, "base_channels": 8, "guidance": {"sampling_steps": 3}},
         "ucmt": {"train_steps": 6},
-        "detector": {"epochs": 1},
+        "detector": {"steps": 6},
         "aggregator": {"epochs": 2},
     },
     "search_space": {"dose": {"grid": [0.0, 1.0]}, "seed_size": {"grid": [2]}},
     "sampler": {"name": "grid"},
-    "evaluation": {"prevalences": [0.25, 0.5], "test_fraction": 0.5, "bootstrap": 20, "prevalence_draws": 2},
+    "evaluation": {
+        "prevalences": [0.25, 0.5],
+        "test_fraction": 0.34,
+        "validation_fraction": 0.3,
+        "bootstrap": 20,
+        "prevalence_draws": 2,
+    },
     "resources": {"cpus": 1, "max_concurrent": 2, "retries": 1},
 }
 N_TRIALS = 2
@@ -97,14 +107,91 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout:
     raise AssertionError(f"{what} did not open port {port} within {timeout:.0f} s")
 
 
+class _Payload:
+    """Unpickling this creates ``marker`` (as a planted payload would run a shell command)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def _plant_pickles(study_file: Path, marker: Path) -> None:
+    """Plant pickles where Ray Tune (and the platform before it stopped restoring Tune
+    experiments) would read them on a rerun: ``tuner.pkl`` (``Tuner.restore``), the trainable and
+    searcher state, and a trial checkpoint, for the study's experiment names (the former
+    ``<name>-<key[:8]>`` and one folder per sampled cell)."""
+    from salient.platform.pipeline import study_key
+    from salient.platform.study import load_study
+
+    study = load_study(study_file)
+    base = f"{study.name}-{study_key(study)[:8]}"
+    payload = pickle.dumps(_Payload(marker))
+    for experiment in (base, f"{base}-trial_0000", f"{base}.trial_0000"):
+        folder = study.output_dir / "ray_results" / experiment
+        for rel in (
+            "tuner.pkl",
+            "trainable.pkl",
+            "searcher-state-2020-01-01_00-00-00.pkl",
+            "trial_0/checkpoint_000000/data.pkl",
+        ):
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(payload)
+    pickle.loads(payload).close()  # the payload works ...
+    assert marker.exists()
+    marker.unlink()  # ... and the run must never trigger it
+
+
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The tiny study run once to completion (shared by the tests that only read it)."""
+    """The tiny study run once to completion (shared by the tests that only read it); then
+    malicious pickles are planted in its output folder (see :func:`_plant_pickles`), as anyone
+    who can write to a shared output folder could, for the next run to find."""
     tmp_path = tmp_path_factory.mktemp("finished")
     study = _write_study(tmp_path)
     first = _platform("run", str(study))
     assert first.returncode == 0, first.stdout + first.stderr
+    _plant_pickles(study, tmp_path / "pwned")
     return study, f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+
+
+def test_no_pickle_from_the_output_folder_is_loaded(finished_study: tuple[Path, str]) -> None:
+    """#15 item 1: pickles planted in the output folder of a finished study are never unpickled by
+    a rerun (it recognises finished trials from the platform's own JSON; the former code called
+    ``Tuner.restore`` on ``ray_results/<name>-<key[:8]>``, which unpickles ``tuner.pkl``)."""
+    study, _ = finished_study
+    marker = study.parent / "pwned"
+    assert not marker.exists()
+    again = _platform("run", str(study))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not marker.exists(), "a planted pickle was unpickled"
+
+
+def test_graph_trials_never_wait_on_a_lock(finished_study: tuple[Path, str]) -> None:
+    """With the stage graph a trial starts when its generator's outputs exist: it never holds a
+    slot waiting on another process's lock (each stage event records the seconds waited)."""
+    _, uri = finished_study
+    _, children = _runs(uri)
+    for c in children:
+        events = json.loads(c.data.tags["salient.stages"])
+        assert {"stage", "reused", "seconds", "waited"} <= set(events[0])
+        assert sum(e["waited"] for e in events) < 0.05, events
+
+
+def test_trial_per_slot_trials_wait_for_a_shared_generator(tmp_path: Path) -> None:
+    """The former scheme (``scheduling: trial``) for contrast, and to show the wait is measured:
+    two doses of one generator start together, and one of them waits while the other trains it."""
+    study = _write_study(
+        tmp_path,
+        search_space={"dose": {"grid": [1.0, 2.0]}, "seed_size": {"grid": [2]}},
+        resources={"cpus": 1, "max_concurrent": 2, "retries": 1, "scheduling": "trial"},
+    )
+    result = _platform("run", str(study))
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    waited = sorted(sum(e["waited"] for e in json.loads(c.data.tags["salient.stages"])) for c in children)
+    assert len(waited) == 2 and waited[1] > 1.0, waited  # (which one trains it is a race; one waits)
 
 
 def test_tiny_study_end_to_end_then_rerun_trains_nothing(finished_study: tuple[Path, str]) -> None:
@@ -140,7 +227,7 @@ def test_tiny_study_end_to_end_then_rerun_trains_nothing(finished_study: tuple[P
     k = min(n_pos, n_neg // 3)
     assert k >= 1 and float(df["metrics.n_pos_p0.25"].iloc[0]) == k
     assert float(df["metrics.n_neg_p0.25"].iloc[0]) == 3 * k
-    assert float(df["metrics.n_synthetic"].iloc[0]) > 0  # dose 1 trained on synthetic pairs
+    assert float(df["metrics.n_added_slices"].iloc[0]) > 0  # dose 1 trained on synthetic pairs
     artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(df["run_id"].iloc[0])}
     assert {"trial_result.json", "plan.json", "samples.png", "preview.npz", "split.json"} <= artifacts
     split = json.loads(
@@ -166,40 +253,56 @@ def test_tiny_study_end_to_end_then_rerun_trains_nothing(finished_study: tuple[P
     assert status.returncode == 0 and f"{N_TRIALS}/{N_TRIALS} trials logged" in status.stdout
 
 
+def _finished_children(uri: str) -> list:
+    """Child runs already logged FINISHED (read while the driver may be writing)."""
+    try:
+        return [c for c in _runs(uri)[1] if c.info.status == "FINISHED"]
+    except (AssertionError, mlflow.exceptions.MlflowException):
+        return []  # no experiment yet
+
+
 def test_resume_after_sigkill_of_the_driver(tmp_path: Path) -> None:
+    """The driver is SIGKILLed (with its local Ray) once a trial has finished and been logged, while
+    the other is still to run. The rerun loses nothing, duplicates nothing, and does not retrain the
+    finished trial (its trial-store entry and its MLflow run are left as they were)."""
     study = _write_study(tmp_path, resources={"cpus": 1, "max_concurrent": 1, "retries": 1})
+    uri = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "salient.platform.cli", "run", str(study)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    cache = tmp_path / "out" / "stage_cache"
     deadline = time.time() + 300
-    try:  # kill the driver as soon as the first trial has finished a stage (mid-study)
-        while time.time() < deadline and not any(cache.glob("*/*/meta.json")):
-            assert proc.poll() is None, "the study ended before it could be killed"
-            time.sleep(0.2)
+    try:
+        while not (logged := _finished_children(uri)):
+            assert proc.poll() is None, "the study ended before a trial was logged"
+            assert time.time() < deadline, "no trial was logged in time"
+            time.sleep(0.3)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert any(cache.glob("*/*/meta.json")), "no stage finished in time"
+    assert len(logged) < N_TRIALS, "both trials finished before the kill: nothing left to resume"
+    first = logged[0]
+    entry = tmp_path / "out" / "trials" / first.data.tags["salient.trial_key"] / "trial_result.json"
+    before = (entry.read_bytes(), entry.stat().st_mtime_ns)
     resumed = _platform("run", str(study), "--resume")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    parents, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    parents, children = _runs(uri)
     assert len(parents) == 1 and len(children) == N_TRIALS  # exactly the planned runs
     assert all(c.info.status == "FINISHED" for c in children)
     assert len({c.data.tags["salient.trial_key"] for c in children}) == N_TRIALS
+    assert first.info.run_id in {c.info.run_id for c in children}  # logged once, kept
+    assert (entry.read_bytes(), entry.stat().st_mtime_ns) == before  # not retrained or rewritten
 
 
-@pytest.mark.parametrize("mode", ["raise", "kill"])
-def test_a_failing_trial_is_retried_from_its_finished_stages(tmp_path: Path, mode: str) -> None:
-    """``raise``: the trial raises after its detector stage; ``kill``: its worker process is
-    SIGKILLed there (no exception, no cleanup). Either way Tune retries it and the retry takes the
-    finished detector from the stage cache instead of training it again."""
+def test_a_trial_killed_after_a_stage_is_retried_from_its_finished_stages(tmp_path: Path) -> None:
+    """The trial's worker process is SIGKILLed right after its detector stage (no exception, no
+    cleanup, like the OOM killer). Ray retries the task and the retry takes the finished detector
+    from the stage cache instead of training it again."""
     study = _write_study(tmp_path)
     marker = tmp_path / "failed-once"
-    result = _platform("run", str(study), env={"SALIENT_FAIL_ONCE": str(marker), "SALIENT_FAIL_MODE": mode})
+    result = _platform("run", str(study), env={"SALIENT_FAIL_ONCE": str(marker), "SALIENT_FAIL_MODE": "kill"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert marker.exists(), "the injected failure never fired"
     _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
@@ -209,11 +312,32 @@ def test_a_failing_trial_is_retried_from_its_finished_stages(tmp_path: Path, mod
     assert any(s["stage"] == "detector" and s["reused"] for trial in stages for s in trial)
 
 
+def test_a_stage_failing_midway_is_retried_from_its_last_checkpoint(tmp_path: Path) -> None:
+    """The diffusion stage (a task of its own in the graph) raises right after its first in-stage
+    checkpoint. Ray retries the task, and the retry continues from that checkpoint: the stage
+    cache's checkpoint is loaded at a step past 0 (the test hook notes where it resumed)."""
+    study = _write_study(tmp_path)
+    marker = tmp_path / "failed-once"
+    env = {"SALIENT_FAIL_ONCE": str(marker), "SALIENT_FAIL_AT": "diffusion:checkpoint"}
+    result = _platform("run", str(study), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = marker.read_text().splitlines()
+    assert lines[0].startswith("failed at diffusion:checkpoint"), lines
+    resumed = [int(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith("resumed diffusion at ")]
+    steps = TINY_STUDY["stages"]["diffusion"]["train_steps"]  # type: ignore[index]
+    assert resumed and 0 < resumed[0] < steps, lines  # past step 0, before the end
+    _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    assert len(children) == N_TRIALS and all(c.info.status == "FINISHED" for c in children)
+
+
 def test_a_failing_trial_without_retries_fails_the_run_clearly(tmp_path: Path) -> None:
     study = _write_study(tmp_path, resources={"cpus": 1, "max_concurrent": 2, "retries": 0})
-    result = _platform("run", str(study), env={"SALIENT_FAIL_ONCE": str(tmp_path / "marker")})
+    marker = tmp_path / "marker"
+    result = _platform("run", str(study), env={"SALIENT_FAIL_ONCE": str(marker)})
     assert result.returncode == 1, result.stdout + result.stderr
     assert "failed after their retries" in result.stderr and "rerun the same command" in result.stderr
+    failed = marker.read_text().split(" of ", 1)[1].split()[0]  # "failed at after the detector stage of trial_000N"
+    assert failed.startswith("trial_") and f"{failed}: RuntimeError: injected failure" in result.stderr
     _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     assert len(children) == N_TRIALS - 1  # the other trial is kept
     again = _platform("run", str(study))  # the marker exists now: the rerun completes the study
@@ -286,7 +410,7 @@ def test_mlflow_server_restarted_mid_study_loses_nothing(tmp_path: Path) -> None
         reader = threading.Thread(target=lambda: lines.extend(driver.stdout or []), daemon=True)
         reader.start()
         deadline = time.time() + 180
-        while not (tmp_path / "out" / "ray_results").exists():  # the study run exists, trials are starting
+        while not (tmp_path / "out" / "stage_cache").exists():  # the study run exists, trials are starting
             assert driver.poll() is None and time.time() < deadline, "".join(lines)
             time.sleep(0.2)
         _stop(server)
@@ -370,6 +494,7 @@ def test_sampled_axes_run_through_optuna_search(tmp_path: Path) -> None:
     )
     result = _platform("run", str(study))
     assert result.returncode == 0, result.stdout + result.stderr
+    _plant_pickles(study, tmp_path / "pwned")  # checked after the rerun below
     _, children = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     lrs = sorted(float(c.data.params["detector.lr"]) for c in children)
     assert len(children) == 2 and lrs[0] != lrs[1]
@@ -377,9 +502,30 @@ def test_sampled_axes_run_through_optuna_search(tmp_path: Path) -> None:
     doses = [float(c.data.params["dose"]) for c in children]
     assert all(0.5 <= d <= 1.5 for d in doses) and doses[0] != doses[1]
     for c in children:  # each trained on round(dose x real lesion slices) pairs of one shared pool
-        n_real, n_syn = c.data.metrics["n_real_positive_slices"], c.data.metrics["n_synthetic"]
+        n_real, n_syn = c.data.metrics["n_real_positive_slices"], c.data.metrics["n_added_slices"]
         assert n_syn == round(float(c.data.params["dose"]) * n_real) > 0
     assert len({c.data.params["stage_key.pool"] for c in children}) == 1
+    # The shared generator was computed once, as graph tasks, before the draws: no draw waited.
+    assert all(sum(e["waited"] for e in json.loads(c.data.tags["salient.stages"])) < 0.05 for c in children)
+    # The Optuna study is persisted, named after the study: optuna's own API opens it ...
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'out' / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.study_name.startswith("tiny_e2e-")
+    loaded = optuna.load_study(study_name=summary.study_name, storage=storage)
+    complete = [t for t in loaded.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.params["detector.lr"] for t in complete) == lrs
+    for t in complete:  # the objective Optuna holds is the trial's logged metric
+        c = next(c for c in children if float(c.data.params["detector.lr"]) == t.params["detector.lr"])
+        assert t.value == c.data.metrics["auprc"]
+    # ... and a rerun continues it instead of starting over: nothing is drawn or trained again.
+    again = _platform("run", str(study))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(optuna.load_study(study_name=summary.study_name, storage=storage).trials) == 2
+    assert not (tmp_path / "pwned").exists(), "a planted pickle was unpickled"
+    _, children2 = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    assert sorted(c.info.run_id for c in children2) == sorted(c.info.run_id for c in children)
 
 
 def test_synth_writes_a_checked_cohort_from_a_trial_run(finished_study: tuple[Path, str], tmp_path: Path) -> None:
