@@ -16,7 +16,8 @@ The machine may be shared, so the settings are interleaved inside one process at
 grain: each setting trains its own fresh model, and after ``--warmup`` untimed steps each they
 take turns one timed step at a time (``--steps`` each), so load from other work lands on both
 alike. The table shows the median of ``--repeats`` such runs and every run's ratio. Only the
-ratios mean anything beyond the machine that printed them.
+ratios mean anything beyond the machine that printed them. On a crowded machine, ``--threads 1
+--clock cpu`` times the CPU this process used, which other work cannot inflate.
 
     python benchmarks/onednn_speed.py                        # everything, 3 repeats
     python benchmarks/onednn_speed.py --only ucmt detector --repeats 1
@@ -128,7 +129,7 @@ def detector_step(size: int) -> Callable[[], Callable[[], None]]:
     return build
 
 
-def measure(workload: Workload, threads: int, warmup: int, steps: int) -> dict[str, float]:
+def measure(workload: Workload, threads: int, warmup: int, steps: int, clock: Callable[[], float]) -> dict[str, float]:
     """Steps/s of ``workload`` under each setting, one step at a time in alternation.
 
     Each setting trains its own fresh model (same seed); after ``warmup`` untimed steps each,
@@ -145,9 +146,9 @@ def measure(workload: Workload, threads: int, warmup: int, steps: int) -> dict[s
     for i in range(steps):
         for setting in SETTINGS if i % 2 == 0 else SETTINGS[::-1]:
             apply_setting(setting, threads)
-            t0 = time.perf_counter()
+            t0 = clock()
             steps_of[setting]()
-            spent[setting] += time.perf_counter() - t0
+            spent[setting] += clock() - t0
     return {setting: steps / spent[setting] for setting in SETTINGS}
 
 
@@ -168,20 +169,30 @@ def main() -> None:
     p.add_argument("--ucmt-size", type=int, default=48, help="slice size (the demo's ROI is 48)")
     p.add_argument("--detector-size", type=int, default=48)
     p.add_argument("--only", nargs="+", help="workloads whose name starts with one of these words")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: this process's CPU time, which time-sharing with other work does not inflate; "
+        "meaningful with --threads 1 only (with more, idle threads spinning at barriers count as work)",
+    )
     args = p.parse_args()
+    if args.clock == "cpu" and args.threads != 1:
+        p.error(f"--clock cpu needs --threads 1, got --threads {args.threads}")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     chosen = [
         w
         for w in workloads(args.ucmt_size, args.detector_size)
         if not args.only or any(w.name.lower().startswith(o.lower()) for o in args.only)
     ]
     print(
-        f"torch {torch.__version__}, {args.threads} threads, {args.steps} timed steps after {args.warmup}, "
-        f"median of {args.repeats} interleaved repeats"
+        f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
+        f"{args.steps} timed steps after {args.warmup}, median of {args.repeats} interleaved repeats"
     )
     results: dict[tuple[str, str], list[float]] = {}
     for r in range(args.repeats):
         for w in chosen:
-            rates = measure(w, args.threads, args.warmup, args.steps)
+            rates = measure(w, args.threads, args.warmup, args.steps, clock)
             for setting, rate in rates.items():
                 results.setdefault((w.name, setting), []).append(rate)
             print(  # as it comes, so a run cut short still says something
