@@ -83,8 +83,9 @@ class ConvCase:
 
 
 MINIMAL = ConvCase()
-# Below 8 channels the AVX2 1x1 kernel has the same bug (its channel block is 8): SIGABRT on one
-# thread, a spinning hang on two. So capping the ISA at AVX2 is no fix.
+# Below 8 channels the AVX2 1x1 kernel has the same bug (its channel block is 8): seen here as
+# SIGABRT (1 thread), a spinning hang or silently wrong gradients (2 threads), varying by run. So
+# capping the ISA at AVX2 is no fix.
 FOUR_CHANNELS = ConvCase(ic=4, oc=8, batch=32, iters=3)
 
 
