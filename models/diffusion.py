@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from salient.models.configs import DiffusionConfig, GuidanceConfig
+from salient.models.distributed import DataParallel, world
 from salient.models.ema import EMA
 from salient.models.fsa import FrequencyScaling
 from salient.models.losses import pixel_aux_loss, wavelet_loss
@@ -214,48 +216,98 @@ class ConditionalDiffusion(nn.Module):
         return self.decode(x).clamp(-1, 1)
 
 
+class _LossTerms(nn.Module):
+    """The training loss as a module's forward, so DistributedDataParallel can wrap it (DDP syncs
+    gradients only through its own forward)."""
+
+    def __init__(self, model: ConditionalDiffusion):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: DiffusionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch, generator)
+
+
 class DiffusionTrainer(ResumableTrainer):
     """AdamW + cosine learning-rate decay + EMA over in-memory tensors; resumable via state dicts.
+
+    Data-parallel when a ``torch.distributed`` process group is initialised (DDP; see
+    :mod:`salient.models.distributed` for the rule): ``cfg.batch_size`` is the global batch,
+    drawn as one worker draws it and split over the workers; the loss it returns is the global
+    batch mean.
 
     Args:
         model: the diffusion model to train.
         data: all training slices; minibatches are drawn with replacement, seeded.
-        seed: seeds the minibatch draws, timesteps, noise and condition dropout.
+        seed: seeds the minibatch draws (one generator) and, per worker, the timesteps, noise and
+            condition dropout (a second one, :func:`~salient.models.distributed.rank_seed`).
+        device: where to train (default: the CPU; under a process group, the worker's CUDA device
+            when it has one). ``data`` stays where it is; each minibatch is moved.
     """
 
     _progress = "step"
 
-    def __init__(self, model: ConditionalDiffusion, data: DiffusionBatch, seed: int = 0):
-        self.model, self.data, self.cfg = model, data, model.cfg
+    def __init__(
+        self, model: ConditionalDiffusion, data: DiffusionBatch, seed: int = 0, device: str | torch.device | None = None
+    ):
+        size, _ = world()
+        if device is None:
+            gpu = size > 1 and torch.cuda.is_available()
+            device = torch.device("cuda", torch.cuda.current_device()) if gpu else "cpu"
+        self.device = torch.device(device)
+        if size > 1 and model.cfg.batch_size % size:
+            raise ValueError(
+                f"batch_size {model.cfg.batch_size} (the global batch) must be divisible by the {size} workers"
+            )
+        self.model, self.data, self.cfg = model.to(self.device), data, model.cfg
         self.ema = EMA(model, model.cfg.ema_decay)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.cfg.train_steps)
         self.generator = torch.Generator().manual_seed(seed)
+        self.parallel = DataParallel(_LossTerms(model), seed, self.device)
         self.step = 0
+
+    def _batch(self, idx: torch.Tensor) -> DiffusionBatch:
+        d, dev = self.data, self.device
+        return DiffusionBatch(d.image[idx].to(dev), d.mask[idx].to(dev), d.neighbours[idx].to(dev))
 
     def train(
         self, steps: int | None = None, on_step: Callable[[int, dict[str, float]], None] | None = None
     ) -> list[float]:
-        """Run ``steps`` more optimisation steps (default: up to ``cfg.train_steps``); returns losses."""
+        """Run ``steps`` more optimisation steps (default: up to ``cfg.train_steps``); returns losses
+        (the global batch mean of each step)."""
         end = self.cfg.train_steps if steps is None else min(self.step + steps, self.cfg.train_steps)
         losses = []
         self.model.train()
         n = self.data.image.shape[0]
+        dp = self.parallel
         while self.step < end:
             idx = torch.randint(0, n, (min(self.cfg.batch_size, n),), generator=self.generator)
-            batch = DiffusionBatch(self.data.image[idx], self.data.mask[idx], self.data.neighbours[idx])
-            terms = self.model.loss(batch, self.generator)
+            mine = dp.mine(idx)  # this rank's share (all of it on one worker)
+            terms = dp.module(self._batch(mine), dp.generator)  # per-sample randomness: the rank's own stream
+            scale = dp.scale(len(mine), len(idx))
             self.optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
+            (terms["total"] * scale if scale != 1.0 else terms["total"]).backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.optimizer.step()
             self.scheduler.step()
             self.ema.update(self.model)
             self.step += 1
-            losses.append(float(terms["total"].detach()))
+            total = dp.global_mean(terms["total"], len(mine), len(idx))
+            losses.append(total)
             if on_step is not None:
-                on_step(self.step, {k: float(v.detach()) for k, v in terms.items()})
+                on_step(self.step, {**{k: float(v.detach()) for k, v in terms.items()}, "total": total})
         return losses
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        # every rank's noise stream (a collective under DDP), so a resumed run continues bit for bit
+        state["rank_generators"] = self.parallel.generator_states()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.parallel.load_generator_states(state.get("rank_generators"))
 
     def _checkpoint_modules(self) -> dict[str, nn.Module]:
         return {"model": self.model, "ema": self.ema.module}
