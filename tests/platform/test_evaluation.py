@@ -55,6 +55,13 @@ def test_each_prevalence_uses_the_largest_exact_subset(
     assert out[f"n_pos_p{prevalence:g}"] == want_pos
     assert out[f"n_neg_p{prevalence:g}"] == want_neg
     assert want_pos / (want_pos + want_neg) == pytest.approx(prevalence, abs=1e-12)  # the hand numbers are exact
+    assert (_whole_set(out, "pos"), _whole_set(out, "neg")) == (n_pos, n_neg)
+
+
+def _whole_set(out: dict[str, float], label: str) -> float | None:
+    """Subjects of one label in the whole held-out set: ``n_test_pos`` before the validation split,
+    ``n_pos`` after it (the set is then the test or the validation set)."""
+    return out.get(f"n_test_{label}", out.get(f"n_{label}"))
 
 
 def test_several_prevalences_are_reported_side_by_side() -> None:
