@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from monai.networks.blocks import SimpleASPP
 from salient.models.backbone import ResNetEncoder
 from salient.models.configs import UCMTConfig
+from salient.models.distributed import DataParallel, world
 from salient.models.ema import EMA
 from salient.models.mask_vae import dice_loss
 from salient.models.training import ResumableTrainer
@@ -123,18 +125,52 @@ def predict_masks(net: nn.Module, images: torch.Tensor, threshold: float, batch_
     )
 
 
+class _StudentLosses(nn.Module):
+    """Both students' losses on one step's batches as a module's forward, so DistributedDataParallel
+    can wrap them (DDP syncs gradients only through its own forward)."""
+
+    def __init__(self, cfg: UCMTConfig, student_a: DeepLabV3Plus, student_b: DeepLabV3Plus):
+        super().__init__()
+        self.cfg, self.student_a, self.student_b = cfg, student_a, student_b
+
+    def forward(
+        self, xl: torch.Tensor, yl: torch.Tensor, xu: torch.Tensor, t_prob: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        la, lb = self.student_a(xl), self.student_b(xl)
+        sup = sum(F.binary_cross_entropy_with_logits(lg, yl) + dice_loss(torch.sigmoid(lg), yl) for lg in (la, lb))
+        ua, ub = self.student_a(xu), self.student_b(xu)
+        cps = F.binary_cross_entropy_with_logits(ua, (ub.detach() > 0).float()) + F.binary_cross_entropy_with_logits(
+            ub, (ua.detach() > 0).float()
+        )
+        t_hard = (t_prob > self.cfg.threshold).float()
+        t2s = F.binary_cross_entropy_with_logits(ua, t_hard) + F.binary_cross_entropy_with_logits(ub, t_hard)
+        return {"sup": torch.as_tensor(sup), "cps": cps, "t2s": t2s}
+
+
 class UCMTTrainer(ResumableTrainer):
     """Trains two students and the EMA teacher on labeled + unlabeled slices; resumable.
+
+    Data-parallel when a ``torch.distributed`` process group is initialised (DDP; the rule of
+    :mod:`salient.models.distributed`): ``cfg.batch_size`` is the global batch of labeled and of
+    unlabeled slices, drawn as one worker draws them and split over the workers; UMix mixes
+    within each worker's share; BatchNorm statistics are per worker (synchronised on CUDA).
 
     Args:
         labeled: (N_l, 1, H, W) slices and their (N_l, 1, H, W) masks.
         unlabeled: (N_u, 1, H, W) slices without masks.
+        device: where to train (default: the CPU; under a process group, the worker's CUDA device
+            when it has one). The data stays where it is; each minibatch is moved.
     """
 
     _progress = "step"
 
     def __init__(
-        self, cfg: UCMTConfig, labeled: tuple[torch.Tensor, torch.Tensor], unlabeled: torch.Tensor, seed: int = 0
+        self,
+        cfg: UCMTConfig,
+        labeled: tuple[torch.Tensor, torch.Tensor],
+        unlabeled: torch.Tensor,
+        seed: int = 0,
+        device: str | torch.device | None = None,
     ):
         if labeled[0].shape != labeled[1].shape or labeled[0].shape[0] < 1:
             raise ValueError(
@@ -142,63 +178,85 @@ class UCMTTrainer(ResumableTrainer):
             )
         if unlabeled.shape[0] < 2:
             raise ValueError(f"UCMT needs at least 2 unlabeled slices, got {unlabeled.shape[0]}")
+        size, _ = world()
+        if size > 1 and cfg.batch_size % size:
+            raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the {size} workers")
+        if device is None:
+            gpu = size > 1 and torch.cuda.is_available()
+            device = torch.device("cuda", torch.cuda.current_device()) if gpu else "cpu"
+        self.device = torch.device(device)
         torch.manual_seed(seed)
         self.cfg = cfg
         self.student_a, self.student_b = DeepLabV3Plus(cfg), DeepLabV3Plus(cfg)
+        students = _StudentLosses(cfg, self.student_a, self.student_b)
+        if size > 1 and self.device.type == "cuda":
+            students = nn.SyncBatchNorm.convert_sync_batchnorm(students)
+            self.student_a, self.student_b = students.student_a, students.student_b
+        students.to(self.device)
         self.teacher = EMA(self.student_a, cfg.ema_decay)
         params = list(self.student_a.parameters()) + list(self.student_b.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.train_steps)
         self.labeled, self.unlabeled = labeled, unlabeled
         self.generator = torch.Generator().manual_seed(seed)
+        self.parallel = DataParallel(students, seed, self.device)
         self.step = 0
 
     def _draw(self, n: int) -> torch.Tensor:
         return torch.randint(0, n, (min(self.cfg.batch_size, n),), generator=self.generator)
 
     def train(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[float]:
+        """Train up to ``cfg.train_steps``; returns the losses (the global batch mean of each step)."""
         losses = []
         self.student_a.train()
         self.student_b.train()
+        dp, dev = self.parallel, self.device
         while self.step < self.cfg.train_steps:
-            li = self._draw(self.labeled[0].shape[0])
-            xl, yl = self.labeled[0][li], self.labeled[1][li]
-            ui = self._draw(self.unlabeled.shape[0])
-            xu = self.unlabeled[ui]
+            li_all = self._draw(self.labeled[0].shape[0])
+            ui_all = self._draw(self.unlabeled.shape[0])
+            li, ui = dp.mine(li_all), dp.mine(ui_all)  # this rank's share (all of it on one worker)
+            xl, yl = self.labeled[0][li].to(dev), self.labeled[1][li].to(dev)
+            xu = self.unlabeled[ui].to(dev)
             with torch.no_grad():
                 t_prob = torch.sigmoid(self.teacher.module(xu))
             if self.cfg.umix_k > 0 and xu.shape[0] > 1:
                 xu, t_prob, _ = umix(
                     xu, t_prob, patch_uncertainty(t_prob, self.cfg.umix_grid), self.cfg.umix_grid, self.cfg.umix_k
                 )
-            la, lb = self.student_a(xl), self.student_b(xl)
-            sup = sum(F.binary_cross_entropy_with_logits(lg, yl) + dice_loss(torch.sigmoid(lg), yl) for lg in (la, lb))
-            ua, ub = self.student_a(xu), self.student_b(xu)
-            cps = F.binary_cross_entropy_with_logits(
-                ua, (ub.detach() > 0).float()
-            ) + F.binary_cross_entropy_with_logits(ub, (ua.detach() > 0).float())
-            t_hard = (t_prob > self.cfg.threshold).float()
-            t2s = F.binary_cross_entropy_with_logits(ua, t_hard) + F.binary_cross_entropy_with_logits(ub, t_hard)
+            terms = dp.module(xl, yl, xu, t_prob)
             weight = self.cfg.unsup_weight * rampup(self.step, self.cfg.rampup_steps)
-            total = sup + weight * (cps + t2s)
+            sup_scale, unsup_scale = dp.scale(len(li), len(li_all)), dp.scale(len(ui), len(ui_all))
+            total = terms["sup"] + weight * (terms["cps"] + terms["t2s"])
+            scaled = terms["sup"] * sup_scale + weight * (terms["cps"] + terms["t2s"]) * unsup_scale
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            (total if dp.size == 1 else scaled).backward()
             self.optimizer.step()
             self.scheduler.step()
             self.teacher.update(self.student_a)
             self.step += 1
-            losses.append(float(total.detach()))
+            sup = dp.global_mean(terms["sup"], len(li), len(li_all))
+            unsup = dp.global_mean(terms["cps"] + terms["t2s"], len(ui), len(ui_all))
+            losses.append(sup + weight * unsup if dp.active else float(total.detach()))
             if on_step is not None:
                 on_step(
                     self.step,
                     {
-                        "sup": float(sup.detach()),
-                        "cps": float(cps.detach()),
-                        "t2s": float(t2s.detach()),
+                        "sup": float(terms["sup"].detach()),
+                        "cps": float(terms["cps"].detach()),
+                        "t2s": float(terms["t2s"].detach()),
                         "total": losses[-1],
                     },
                 )
         return losses
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["rank_generators"] = self.parallel.generator_states()  # a collective under DDP
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.parallel.load_generator_states(state.get("rank_generators"))
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:

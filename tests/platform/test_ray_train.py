@@ -108,6 +108,60 @@ def test_two_gloo_workers_train_on_the_global_batch_like_one(tmp_path: Path) -> 
     assert two[-5:].mean() < two[:5].mean()  # and it trained
 
 
+def _ucmt(seed: int) -> tuple[list[float], list[list[int]], dict[str, torch.Tensor]]:
+    from salient.models.configs import UCMTConfig
+    from salient.models.ucmt import UCMTTrainer
+
+    class Recording(UCMTTrainer):
+        seen: list[list[int]]
+
+        def _draw(self, n: int) -> torch.Tensor:
+            idx = super()._draw(n)
+            self.seen = [*getattr(self, "seen", []), sorted(self.parallel.mine(idx).tolist())]
+            return idx
+
+    g = torch.Generator().manual_seed(5)
+    images = torch.rand(12, 1, SIZE, SIZE, generator=g) * 2 - 1
+    masks = (torch.rand(12, 1, SIZE, SIZE, generator=g) > 0.8).float()
+    cfg = UCMTConfig(train_steps=8, batch_size=4, rampup_steps=4)
+    trainer = Recording(cfg, (images, masks), torch.rand(16, 1, SIZE, SIZE, generator=g), seed=seed)
+    losses = trainer.train()
+    # parameters: BatchNorm running statistics are per worker (buffers, not synchronised on a CPU)
+    return losses, trainer.seen, {k: v.detach().clone() for k, v in trainer.teacher.module.named_parameters()}
+
+
+def _ucmt_worker(rank: int, world: int, port: int, seed: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        losses, seen, state = _ucmt(seed)
+        torch.save({"losses": losses, "seen": seen, "state": state}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ucmt_on_two_gloo_workers_splits_each_global_batch(tmp_path: Path) -> None:
+    """UCMT data-parallel: each step's labeled and unlabeled batches are the one-worker batches split
+    in two, the teachers' weights (EMA of the synchronised students) stay identical, and both ranks report
+    the same global loss. (Its curve is not compared: UMix mixes within each worker's share and
+    BatchNorm statistics are per worker on a CPU, so two workers optimise a slightly different
+    objective; the README says so.)"""
+    torch.set_num_threads(1)
+    _, one_seen, _ = _ucmt(0)
+    out = str(tmp_path / "ucmt")
+    mp.spawn(_ucmt_worker, args=(2, _free_port(), 0, out), nprocs=2)
+    ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
+    assert len(one_seen) == len(ranks[0]["seen"]) == 16  # 8 steps x (labeled, unlabeled)
+    for step, batch in enumerate(one_seen):
+        a, b = ranks[0]["seen"][step], ranks[1]["seen"][step]
+        assert len(a) == len(b) == len(batch) // 2 and sorted(a + b) == batch, step
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name
+    assert ranks[0]["losses"] == ranks[1]["losses"]
+
+
 def test_a_global_batch_the_workers_do_not_divide_is_refused(tmp_path: Path) -> None:
     """Checked before any training, in the study (exit 2) and in the trainer."""
     from salient.platform.errors import PlatformError
