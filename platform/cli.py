@@ -121,6 +121,12 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     return _print_plan(console, args.study)
 
 
+def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from salient.platform.plan_report import print_plan_estimate
+
+    return print_plan_estimate(console, args.study, args.workers, args.gpu_hours_per_stage)
+
+
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from salient.platform.pipeline import TrackingUnavailableError, run_study
 
@@ -419,6 +425,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("study")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser(
+        "plan",
+        help="estimate a study's makespan on N workers (stage graph vs one trial per slot)",
+        description="Print the study's stage graph, its critical path and the estimated makespan and utilisation "
+        "on N workers, for the stage graph and for one trial per slot, from measured stage costs (stage cache) "
+        "or a documented cost model. Trains nothing.",
+    )
+    p.add_argument("study")
+    p.add_argument(
+        "--workers", type=_int_in(1, 100_000), nargs="+", required=True, metavar="N", help="worker counts, e.g. 8 64"
+    )
+    p.add_argument(
+        "--gpu-hours-per-stage",
+        metavar="FILE",
+        help="YAML {stage: hours on one worker} overriding the cost model, e.g. {diffusion: 9.0, detector: 0.1}",
+    )
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser(
         "synth",

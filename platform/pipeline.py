@@ -281,6 +281,7 @@ def _execute(
     if plan.sampled or not all(store.has(t.trial_key) for t in resolved.values()):  # else: nothing to run
         init_ray(address or study.ray.address, study.resources.max_concurrent)
     timings["ray"] = time.perf_counter() - t0
+    timings["trials_started_at"] = time.time()  # wall clock, comparable with the tasks' records
     t0 = time.perf_counter()
     try:
         if not plan.sampled:

@@ -330,8 +330,11 @@ def _check_objective(study: Study, file: str, issues: list[Issue]) -> None:
         issues.append(Issue(file, "sampler.metric", metric, f"{why}; use one of {known}"))
 
 
-def load_study(path: str | Path) -> Study:
-    """Read, validate and resolve a study file. Raises :class:`StudyError` listing every problem."""
+def load_study(path: str | Path, check_data: bool = True) -> Study:
+    """Read, validate and resolve a study file. Raises :class:`StudyError` listing every problem.
+
+    ``check_data=False`` skips reading the cohort's manifest or dataset.json (``platform plan``
+    estimates a study whose data is on another machine)."""
     path = Path(path)
     raw = read_yaml(path)
     file = str(path)
@@ -364,6 +367,8 @@ def load_study(path: str | Path) -> Study:
         cohort = study.cohort
         if cohort.source == "phantom":
             n_positive = cohort.phantom.n_positive
+        elif not check_data:
+            pass
         elif cohort.manifest is not None:
             manifest = cohort.manifest if cohort.manifest.is_absolute() else path.parent / cohort.manifest
             n_positive = _count_positives(manifest)

@@ -168,6 +168,19 @@ def test_no_pickle_from_the_output_folder_is_loaded(finished_study: tuple[Path, 
     assert not marker.exists(), "a planted pickle was unpickled"
 
 
+def test_platform_plan_uses_the_measured_stage_costs(finished_study: tuple[Path, str]) -> None:
+    """After a run, ``platform plan`` builds the graph from the resolved trials and takes every
+    node's cost from the compute seconds the stage cache recorded."""
+    study, _ = finished_study
+    done = _platform("plan", str(study), "--workers", "1", "2", env={"COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "graph from resolved trial plans" in done.stdout
+    rows = [ln.split("│") for ln in done.stdout.splitlines() if ln.startswith("│")]
+    sources = {r[1].strip(): r[5].strip() for r in rows if len(r) == 8}  # stage -> cost source
+    assert set(sources) == {"mask_vae", "diffusion", "ucmt", "pool", "trial (own stages + metrics)"}, rows
+    assert set(sources.values()) == {"measured"}, sources
+
+
 def test_graph_trials_never_wait_on_a_lock(finished_study: tuple[Path, str]) -> None:
     """With the stage graph a trial starts when its generator's outputs exist: it never holds a
     slot waiting on another process's lock (each stage event records the seconds waited)."""
