@@ -109,6 +109,18 @@ class ModuleScore:
 EQUIVALENT: tuple[tuple[str, str, str, str], ...] = (
     (
         "salient.platform.evaluation",
+        "means, _, _, _ = _at_prevalence(y[keep], s[keep], tvr_prevalence, draws, seed, 0)",
+        "means, _, _, _ = _at_prevalence(y[keep], s[keep], tvr_prevalence, draws, seed, None)",
+        "the strata's bootstrap replicates are discarded (_): only the means are reported",
+    ),
+    (
+        "salient.platform.evaluation",
+        "means, _, _, _ = _at_prevalence(y[keep], s[keep], tvr_prevalence, draws, seed, 0)",
+        "means, _, _, _ = _at_prevalence(y[keep], s[keep], tvr_prevalence, draws, seed, 1)",
+        "the strata's bootstrap replicates are discarded (_): only the means are reported",
+    ),
+    (
+        "salient.platform.evaluation",
         "y = np.asarray(labels).astype(int)",
         "y = np.asarray(labels).astype(None)",
         "0/1 labels as float64 index, sum and compare the same; the metrics cast them to int themselves",

@@ -219,6 +219,20 @@ def test_tvr_strata_from_three_positives_on() -> None:
         assert out[f"auprc_tvr_{name}"] == pytest.approx(average_precision_score(labels[keep], scores[keep]), abs=1e-12)
 
 
+def test_a_tvr_stratum_without_positives_is_left_out_and_the_others_are_kept() -> None:
+    # TVRs 1, 1, 1, 1, 2, 3: the tertile cut points are 1 and 1.33, so "small" holds the four 1s,
+    # "large" the 2 and the 3, and "middle" nobody: it gets no value, the strata after it still do.
+    labels = np.r_[np.ones(6, int), np.zeros(96, int)]
+    # small lesions scored below every negative, large ones above: values that do not depend on
+    # which negatives a 4% draw takes
+    scores = np.r_[[0.04, 0.03, 0.02, 0.01, 0.95, 0.96], np.linspace(0.1, 0.85, 96)]
+    out = _evaluate(labels, scores, (0.1,), tvr=np.r_[[1.0, 1.0, 1.0, 1.0, 2.0, 3.0], np.zeros(96)])
+    assert "auprc_tvr_middle" not in out
+    assert out["auprc_tvr_large"] == 1.0
+    # the 4 small positives rank 97th-100th: AP = (1/97 + 2/98 + 3/99 + 4/100) / 4
+    assert out["auprc_tvr_small"] == pytest.approx((1 / 97 + 2 / 98 + 3 / 99 + 4 / 100) / 4, abs=1e-12)
+
+
 def test_tvr_strata_need_three_positives_and_a_tvr() -> None:
     labels = np.r_[np.ones(2, int), np.zeros(20, int)]
     scores = np.linspace(0, 1, 22)

@@ -224,3 +224,79 @@ def test_the_fingerprint_tells_roles_apart() -> None:
     moved = _make(seed_positive=("p1",), train_negative=("n1",), unlabeled=("p2",), test=("t1",))
     assert a.fingerprint() != moved.fingerprint()  # p2 moved from the seed to the unlabeled
     assert a.fingerprint() == _make(seed_positive=("p1", "p2"), train_negative=("n1",), test=("t1",)).fingerprint()
+
+
+# The validation set (evaluation redesign, issue #13): drawn like the test set from what is left.
+
+
+def test_validation_set_is_a_stratified_fraction_of_the_rest() -> None:
+    records = _cohort(40, 160)
+    label = _labels(records)
+    for repeat in range(3):
+        split = make_split(records, 5, repeat=repeat, study_seed=2, test_fraction=0.25, validation_fraction=0.2)
+        # test: round(0.25 * 40) = 10 positives, 40 negatives; validation: 0.2 of the 30 / 120 left
+        assert sum(label[s] for s in split.validation) == 6
+        assert sum(1 - label[s] for s in split.validation) == 24
+
+
+def test_validation_set_depends_on_the_repeat_and_the_study_seed_only() -> None:
+    records = _cohort(40, 160)
+    draws = {
+        (seed, repeat): make_split(records, n, repeat, seed, test_fraction=0.25, validation_fraction=0.2).validation
+        for seed in (0, 1)
+        for repeat in range(3)
+        for n in (1, 10)
+    }
+    assert len(set(draws.values())) == 6  # one per (study seed, repeat), the same for every seed size
+
+
+def test_manifest_marks_fix_validation_and_keep_train_subjects_in_training() -> None:
+    marks = {"p00": "validation", "p01": "validation", "n000": "validation", "n001": "validation"}
+    marks |= {f"p{i:02d}": "train" for i in range(2, 8)} | {f"n{i:03d}": "train" for i in range(2, 20)}
+    records = _cohort(20, 40, splits=marks)
+    train_marked = {s for s, m in marks.items() if m == "train"}
+    for repeat in range(4):
+        split = make_split(records, 2, repeat, 0, test_fraction=0.25, validation_fraction=0.5)
+        assert set(split.validation) == {"p00", "p01", "n000", "n001"}
+        assert not _held_out(split) & train_marked
+
+
+def test_negatives_marked_unlabeled_are_never_labeled_negatives() -> None:
+    unlabeled_negatives = {f"n{i:03d}" for i in range(5)}
+    records = _cohort(20, 40, splits=dict.fromkeys(unlabeled_negatives, "unlabeled"))
+    for repeat in range(3):
+        split = make_split(records, 3, repeat, 0, test_fraction=0.25, validation_fraction=0.2)
+        assert unlabeled_negatives <= set(split.unlabeled)
+        assert not unlabeled_negatives & (set(split.train_negative) | _held_out(split))
+
+
+def test_a_held_out_set_without_both_classes_is_a_user_error() -> None:
+    only_positives = _cohort(20, 40, splits={"p00": "test", "p01": "test"})
+    with pytest.raises(PlatformError, match=r"test set .* positives and negatives"):
+        make_split(only_positives, 2, 0, 0, test_fraction=0.25, validation_fraction=0.2)
+    with pytest.raises(PlatformError, match=r"validation set .* positives and negatives"):
+        # 0.01 of 15 positives and 30 negatives rounds to no subject at all
+        make_split(_cohort(20, 40), 2, 0, 0, test_fraction=0.25, validation_fraction=0.01)
+
+
+def test_training_side_is_what_no_repeat_holds_out() -> None:
+    from salient.platform.splits import training_side
+
+    records = _cohort(20, 40, splits={f"p{i:02d}": "train" for i in range(3)})
+    held: set[str] = set()
+    for repeat in range(3):
+        held |= _held_out(make_split(records, 1, repeat, 4, test_fraction=0.25, validation_fraction=0.2))
+    side = training_side(records, 3, 4, test_fraction=0.25, validation_fraction=0.2)
+    assert side == {r.subject for r in records} - held
+    assert {"p00", "p01", "p02"} <= side
+    assert training_side(records, 1, 4, 0.25, 0.2) > side  # fewer repeats hold out fewer subjects
+
+
+@pytest.mark.parametrize("role", ["seed_positive", "train_negative", "unlabeled"])
+def test_the_leak_assertion_fires_for_a_validation_subject_in_training(role: str) -> None:
+    clean = _make(seed_positive=("p1",), train_negative=("n1",), unlabeled=("p2",), validation=("v1",), test=("t1",))
+    clean.assert_disjoint()
+    with pytest.raises(AssertionError, match="v1"):
+        dataclasses.replace(clean, **{role: (*getattr(clean, role), "v1")}).assert_disjoint()
+    with pytest.raises(AssertionError, match="t1"):
+        dataclasses.replace(clean, validation=("v1", "t1")).assert_disjoint()
