@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Module -> the tests that pin its rules. Short names are accepted on the command line.
 MODULES: dict[str, tuple[str, ...]] = {
-    "salient.models.metrics": ("tests/models/test_metrics.py", "tests/platform/test_evaluation.py"),
+    "salient.models.metrics": ("tests/models/test_metrics.py",),  # image metrics (Dice, MS-SSIM, Frechet)
     "salient.dashboards.stats": ("tests/dashboards/test_stats.py", "tests/platform/test_evaluation.py"),
     "salient.dashboards.analysis": ("tests/dashboards/test_analysis.py",),
     "salient.platform.evaluation": ("tests/platform/test_evaluation.py",),
@@ -199,30 +199,6 @@ EQUIVALENT: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "salient.platform.splits",
-        'rng = _rng("test", study_seed, repeat)',
-        "rng = _rng(None, study_seed, repeat)",
-        "another name for the test-draw stream: still keyed by study seed and repeat",
-    ),
-    (
-        "salient.platform.splits",
-        'rng = _rng("test", study_seed, repeat)',
-        "rng = _rng(study_seed, repeat)",
-        "another name for the test-draw stream: still keyed by study seed and repeat",
-    ),
-    (
-        "salient.platform.splits",
-        'rng = _rng("test", study_seed, repeat)',
-        'rng = _rng("XXtestXX", study_seed, repeat)',
-        "another name for the test-draw stream: still keyed by study seed and repeat",
-    ),
-    (
-        "salient.platform.splits",
-        'rng = _rng("test", study_seed, repeat)',
-        'rng = _rng("TEST", study_seed, repeat)',
-        "another name for the test-draw stream: still keyed by study seed and repeat",
-    ),
-    (
-        "salient.platform.splits",
         'seed = set(_rng("seed", study_seed, repeat).permutation(eligible)[:seed_size].tolist())',
         "seed = set(_rng(None, study_seed, repeat).permutation(eligible)[:seed_size].tolist())",
         "another name for the seed-draw stream: still keyed by study seed and repeat",
@@ -244,12 +220,6 @@ EQUIVALENT: tuple[tuple[str, str, str, str], ...] = (
         'seed = set(_rng("seed", study_seed, repeat).permutation(eligible)[:seed_size].tolist())',
         'seed = set(_rng("SEED", study_seed, repeat).permutation(eligible)[:seed_size].tolist())',
         "another name for the seed-draw stream: still keyed by study seed and repeat",
-    ),
-    (
-        "salient.platform.splits",
-        'raise AssertionError(f"test subjects leaked into training: {sorted(leaked)[:5]}")',
-        'raise AssertionError(f"test subjects leaked into training: {sorted(leaked)[:6]}")',
-        "the message names six leaked subjects instead of five",
     ),
     (
         "salient.platform.splits",
@@ -460,6 +430,90 @@ EQUIVALENT: tuple[tuple[str, str, str, str], ...] = (
         'fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")',
         'fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".TMP")',
         "the temporary file's name",
+    ),
+    (
+        "salient.platform.splits",
+        'test = marked_test or _stratified(free, test_fraction, _rng("test", study_seed, repeat))',
+        "test = marked_test or _stratified(free, test_fraction, _rng(None, study_seed, repeat))",
+        "another name for the test-draw stream: still keyed by study seed and repeat",
+    ),
+    (
+        "salient.platform.splits",
+        'test = marked_test or _stratified(free, test_fraction, _rng("test", study_seed, repeat))',
+        "test = marked_test or _stratified(free, test_fraction, _rng(study_seed, repeat))",
+        "another name for the test-draw stream: still keyed by study seed and repeat",
+    ),
+    (
+        "salient.platform.splits",
+        'test = marked_test or _stratified(free, test_fraction, _rng("test", study_seed, repeat))',
+        'test = marked_test or _stratified(free, test_fraction, _rng("XXtestXX", study_seed, repeat))',
+        "another name for the test-draw stream: still keyed by study seed and repeat",
+    ),
+    (
+        "salient.platform.splits",
+        'test = marked_test or _stratified(free, test_fraction, _rng("test", study_seed, repeat))',
+        'test = marked_test or _stratified(free, test_fraction, _rng("TEST", study_seed, repeat))',
+        "another name for the test-draw stream: still keyed by study seed and repeat",
+    ),
+    (
+        "salient.platform.splits",
+        'return test, _stratified(rest, validation_fraction, _rng("validation", study_seed, repeat))',
+        "return test, _stratified(rest, validation_fraction, _rng(None, study_seed, repeat))",
+        "another name for the validation-draw stream: still keyed by study seed and repeat",
+    ),
+    (
+        "salient.platform.splits",
+        'return test, _stratified(rest, validation_fraction, _rng("validation", study_seed, repeat))',
+        "return test, _stratified(rest, validation_fraction, _rng(study_seed, repeat))",
+        "another name for the validation-draw stream: still keyed by study seed and repeat",
+    ),
+    (
+        "salient.platform.splits",
+        'return test, _stratified(rest, validation_fraction, _rng("validation", study_seed, repeat))',
+        'return test, _stratified(rest, validation_fraction, _rng("XXvalidationXX", study_seed, repeat))',
+        "another name for the validation-draw stream: still keyed by study seed and repeat",
+    ),
+    (
+        "salient.platform.splits",
+        'return test, _stratified(rest, validation_fraction, _rng("validation", study_seed, repeat))',
+        'return test, _stratified(rest, validation_fraction, _rng("VALIDATION", study_seed, repeat))',
+        "another name for the validation-draw stream: still keyed by study seed and repeat",
+    ),
+    (
+        "salient.platform.splits",
+        'free = [r for r in records if r.split not in ("train", "unlabeled", "test", "validation")]',
+        'free = [r for r in records if r.split not in ("train", "unlabeled", "XXtestXX", "validation")]',
+        "subjects marked test are the test set whenever there are any, so never drawn from free",
+    ),
+    (
+        "salient.platform.splits",
+        'free = [r for r in records if r.split not in ("train", "unlabeled", "test", "validation")]',
+        'free = [r for r in records if r.split not in ("train", "unlabeled", "TEST", "validation")]',
+        "subjects marked test are the test set whenever there are any, so never drawn from free",
+    ),
+    (
+        "salient.platform.splits",
+        '"evaluation.test_fraction or evaluation.validation_fraction"',
+        '"XXevaluation.test_fraction or evaluation.validation_fractionXX"',
+        "the wording of the error's advice",
+    ),
+    (
+        "salient.platform.splits",
+        '"evaluation.test_fraction or evaluation.validation_fraction"',
+        '"EVALUATION.TEST_FRACTION OR EVALUATION.VALIDATION_FRACTION"',
+        "the wording of the error's advice",
+    ),
+    (
+        "salient.platform.splits",
+        'raise AssertionError(f"{role} subjects leaked into training: {sorted(leaked)[:5]}")',
+        'raise AssertionError(f"{role} subjects leaked into training: {sorted(leaked)[:6]}")',
+        "the message names six leaked subjects instead of five",
+    ),
+    (
+        "salient.platform.splits",
+        'raise AssertionError(f"subjects are both validation and test: {sorted(both)[:5]}")',
+        'raise AssertionError(f"subjects are both validation and test: {sorted(both)[:6]}")',
+        "the message names six subjects instead of five",
     ),
 )
 

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import pickle
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,18 @@ def test_get_or_compute_computes_once_then_reuses(tmp_path: Path) -> None:
     other = _key(config={**BASE_CONFIG, "optim": {"lr": 1e-2, "betas": [0.9, 0.999]}})
     _, reused = cache.get_or_compute(other, compute)
     assert not reused and compute.calls == 2
+
+
+def test_compute_seconds_are_recorded_unless_the_stage_measured_them(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path)
+    assert cache.lock_wait_s == 0.0
+    before = time.perf_counter()
+    cache.get_or_compute(_key(), _Counter())
+    elapsed = time.perf_counter() - before
+    assert 0.0 <= cache.meta(_key())["compute_seconds"] <= elapsed
+    assert 0.0 <= cache.lock_wait_s <= elapsed  # nobody else held the lock
+    cache.get_or_compute(_key(seed=9), lambda: (_output(), {"compute_seconds": 7.5}))
+    assert cache.meta(_key(seed=9))["compute_seconds"] == 7.5
 
 
 class _CrashError(RuntimeError):
