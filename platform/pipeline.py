@@ -143,6 +143,20 @@ def _version(module: str) -> str:
     return str(importlib.import_module(module).__version__)
 
 
+def _open_tracker(study: Study, tracking_uri: str | None) -> Any:
+    """The study's tracker; a tracking server that does not answer stops the run here, before
+    anything trains (opening it already asks the server for the experiment)."""
+    from salient.platform.tracking import TRACKING_ERRORS, default_tracking_uri, study_tracker
+
+    try:
+        return study_tracker(study, tracking_uri)
+    except TRACKING_ERRORS as exc:
+        uri = tracking_uri or study.tracking.uri or default_tracking_uri(study.output_dir)
+        raise TrackingUnavailableError(
+            f"cannot reach MLflow at {uri}: {short_error(exc)}; nothing was trained"
+        ) from exc
+
+
 def _start_study_run(tracker: Any, study: Study, key: str, params: dict[str, Any]) -> tuple[str, bool]:
     """Find or create the study run and log the resolved study; nothing has trained yet, so an
     unreachable MLflow stops the run here."""
@@ -192,22 +206,23 @@ def _run_held(
 ) -> StudyRun:
     """``run_study`` once the output folder is held."""
     from salient.platform.cohort.prepare import load_cohort
-    from salient.platform.tracking import TRACKING_ERRORS, study_tracker
+    from salient.platform.tracking import TRACKING_ERRORS
     from salient.platform.tune_adapter import check_scheduler
 
     plan = build_plan(study)
+    check_scheduler(study, plan)  # a search ASHA could not stop is refused before anything starts
     key = study_key(study)
     console.print(
         f"[bold]study[/] {study.name} ({escape(str(study_path))}): {plan.n_trials} trials, "
         f"{plan.n_evaluations} evaluations; outputs in {escape(str(study.output_dir.resolve()))}"
     )
+    timings = {"ray": _start_ray_early(study, plan, address)}  # its workers start while the cohort loads
     t0 = time.perf_counter()
     cohort = load_cohort(study.cohort, study.output_dir, progress=True)  # a bad cohort stops here
-    timings = {"cohort": time.perf_counter() - t0}
-    tracker = study_tracker(study, tracking_uri)
+    timings["cohort"] = time.perf_counter() - t0
+    tracker = _open_tracker(study, tracking_uri)
     console.print(Text(f"MLflow tracking URI: {tracker.uri} (experiment {study.tracking.experiment or study.name})"))
     resolved = _resolve_trials(study, plan, cohort)
-    check_scheduler(study, plan)
     _check_data_parallel(study, resolved)
     trained, reused = _preview(study, resolved, console)
     params = _study_params(study, study_path, plan, key, cohort)
@@ -280,7 +295,7 @@ def _execute(
     store = TrialStore(study.output_dir / "trials")
     if plan.sampled or not all(store.has(t.trial_key) for t in resolved.values()):  # else: nothing to run
         init_ray(address or study.ray.address, study.resources.max_concurrent)
-    timings["ray"] = time.perf_counter() - t0
+    timings["ray"] = timings.get("ray", 0.0) + time.perf_counter() - t0
     timings["trials_started_at"] = time.time()  # wall clock, comparable with the tasks' records
     t0 = time.perf_counter()
     try:
@@ -297,6 +312,25 @@ def _execute(
         return _Execution(outcomes, failed, tasks, stopped)
     finally:
         timings["trials"] = time.perf_counter() - t0
+
+
+def _start_ray_early(study: Study, plan: Plan, address: str | None) -> float:
+    """Start Ray, and on a local Ray its task workers (each imports torch, MONAI and the stages: seconds
+    per process), before the cohort is loaded, so that start-up overlaps it instead of delaying the
+    first tasks. Not when the trial store already holds as many trials as the plan (a rerun of a
+    finished study: Ray is started later if anything is left). Returns the seconds it took."""
+    from salient.platform.ray_graph import warm_workers
+    from salient.platform.tune_adapter import init_ray
+
+    store = study.output_dir / "trials"
+    if store.is_dir() and sum(1 for _ in store.iterdir()) >= plan.n_trials:
+        return 0.0
+    t0 = time.perf_counter()
+    address = address or study.ray.address
+    init_ray(address, study.resources.max_concurrent)
+    if not address:
+        warm_workers(study.resources.max_concurrent)
+    return time.perf_counter() - t0
 
 
 def _shared_generators(study: Study, plan: Plan, cohort: Any) -> list[tuple[str, Any]]:

@@ -48,7 +48,7 @@ from salient.platform.trial_exec import StageDone, TrialJob, run_trial_job, run_
 from salient.platform.trial_store import TrialStore
 from salient.platform.tune_adapter import SLOT_RESOURCE
 
-__all__ = ["SLOT_RESOURCE", "GraphRun", "run_graph"]
+__all__ = ["SLOT_RESOURCE", "GraphRun", "run_graph", "warm_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,22 @@ def _trial_task(job: TrialJob, node: str, cohort: LoadedCohort, progress: Any, *
 
 _REMOTE_UPSTREAM = ray.remote(_upstream_task)
 _REMOTE_TRIAL = ray.remote(_trial_task)
+
+
+def _warm() -> int:
+    """Nothing but the imports a task needs (unpickling this function imports this module, and with
+    it torch, MONAI and the stages) and the torch setup; returns the worker's pid."""
+    configure_torch(1)
+    return os.getpid()
+
+
+def warm_workers(n: int) -> list[Any]:
+    """Start ``n`` local worker processes and import what tasks need, without waiting for them: the
+    driver goes on (loading the cohort) and the graph's first tasks find warm workers."""
+    opts: dict[str, Any] = {"num_cpus": 1}
+    if SLOT_RESOURCE in ray.cluster_resources():
+        opts["resources"] = {SLOT_RESOURCE: 1}
+    return [ray.remote(_warm).options(**opts).remote() for _ in range(max(1, n))]
 
 
 @dataclass

@@ -17,8 +17,11 @@ guidance tuning. Grid studies do not use Tune: they run as a stage graph
   inside its Tune trial (one request: the largest of its stages).
 * ``sampler.scheduler: asha`` stops poor draws early. A dose trial reports its objective at two
   rungs - after its pool, and when it finishes - so ASHA needs an objective known at the pool
-  (the pool's realism metrics, :data:`RUNG_METRIC_PREFIXES`) and sampled generator settings;
-  anything else is refused before training (:func:`check_scheduler`).
+  (:data:`RUNG_METRIC_PREFIXES`) and sampled generator settings; anything else is refused
+  before training (:func:`check_scheduler`). The protocol allows only validation objectives
+  (``val_*``), which are known when a trial ends, so today every dose study asking for ASHA is
+  refused; a validation metric computed at the pool rung, added to :data:`RUNG_METRIC_PREFIXES`,
+  makes ASHA available without other changes.
 * Retries: ``FailureConfig(max_failures=resources.retries)``; a retried trial reuses finished
   stages and in-stage checkpoints from the stage cache. Actors are reused between trials.
 """
@@ -64,8 +67,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Metrics a dose trial knows once its pool exists (reported at ASHA's first rung): the pool's
-#: realism, named as in the trial's metrics. A validation metric computed at the pool can join
-#: by its prefix here.
+#: realism, named as in the trial's metrics (none of them is a validation metric, which the
+#: protocol requires of an objective). A validation metric computed at the pool joins by its
+#: prefix here.
 RUNG_METRIC_PREFIXES = ("pool_", "synthetic_", "real_")
 #: Custom Ray resource a local Ray is started with (``resources.max_concurrent`` of them); each
 #: graph task takes one, so at most that many run at once (salient.platform.ray_graph).
@@ -157,20 +161,28 @@ def check_scheduler(study: Study, plan: Plan) -> None:
     """Refuse ``sampler.scheduler: asha`` where it could stop nothing (raises StudyError)."""
     if getattr(study.sampler, "scheduler", "fifo") != "asha":
         return
-    where = f"{study.source_file or 'study'}: sampler.scheduler"
-    metric = study.sampler.metric
+    file, key, metric = study.source_file or "study", "sampler.scheduler", study.sampler.metric
     if not plan.sampled:
-        raise StudyError(f"{where} = 'asha' needs sampled search-space entries (a grid has nothing to stop)")
+        raise StudyError.single(
+            file, key, "asha", "asha needs sampled search-space entries (a grid has nothing to stop)"
+        )
     if not any(reaches_generator(n) for n in plan.sampled):
-        raise StudyError(
-            f"{where} = 'asha' stops poor generators after their pool; no sampled entry changes a generator "
-            f"(sampled: {sorted(plan.sampled)}); sample a mask_vae/diffusion/ucmt setting or use scheduler: fifo"
+        raise StudyError.single(
+            file,
+            key,
+            "asha",
+            "asha stops poor generators after their pool, but no sampled entry changes a generator "
+            f"(sampled: {sorted(plan.sampled)}); sample a mask_vae/diffusion/ucmt setting or use scheduler: fifo",
         )
     if not metric.startswith(RUNG_METRIC_PREFIXES):
-        raise StudyError(
-            f"{where} = 'asha' needs an objective reported at every rung (after the pool and at the end); "
+        raise StudyError.single(
+            file,
+            key,
+            "asha",
+            "asha needs an objective reported at every rung (after the pool and at the end); "
             f"sampler.metric = {metric!r} is known only when a trial finishes (one rung: ASHA could stop "
-            f"nothing). Use a pool metric ({', '.join(p + '...' for p in RUNG_METRIC_PREFIXES)}) or scheduler: fifo"
+            f"nothing); metrics known at the pool: {', '.join(p + '...' for p in RUNG_METRIC_PREFIXES)}. "
+            "Use scheduler: fifo",
         )
 
 
@@ -179,7 +191,7 @@ def _pool_metrics(meta: Mapping[str, Any]) -> dict[str, float]:
     return {
         k if k.startswith(("synthetic_", "real_")) else f"pool_{k}": float(v)
         for k, v in meta.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
+        if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("compute_seconds", "workers")
     }
 
 

@@ -503,7 +503,7 @@ def test_sampled_axes_run_through_optuna_search(tmp_path: Path) -> None:
             "seed_size": {"grid": [2]},
             "detector.lr": {"loguniform": [1e-4, 1e-2]},
         },
-        sampler={"name": "tpe", "n_trials": 2, "seed": 3, "metric": "auprc", "mode": "max"},
+        sampler={"name": "tpe", "n_trials": 2, "seed": 3, "metric": "val_auprc", "mode": "max"},
     )
     result = _platform("run", str(study))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -531,7 +531,7 @@ def test_sampled_axes_run_through_optuna_search(tmp_path: Path) -> None:
     assert sorted(t.params["detector.lr"] for t in complete) == lrs
     for t in complete:  # the objective Optuna holds is the trial's logged metric
         c = next(c for c in children if float(c.data.params["detector.lr"]) == t.params["detector.lr"])
-        assert t.value == c.data.metrics["auprc"]
+        assert t.value == c.data.metrics["val_auprc"]
     # ... and a rerun continues it instead of starting over: nothing is drawn or trained again.
     again = _platform("run", str(study))
     assert again.returncode == 0, again.stdout + again.stderr
@@ -539,6 +539,28 @@ def test_sampled_axes_run_through_optuna_search(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists(), "a planted pickle was unpickled"
     _, children2 = _runs(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     assert sorted(c.info.run_id for c in children2) == sorted(c.info.run_id for c in children)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("diffusion.lr", "'val_auprc' is known only when a trial finishes"),
+        ("detector.lr", "no sampled entry changes a generator"),
+    ],
+)
+def test_asha_where_it_could_stop_nothing_is_refused(tmp_path: Path, entry: str, message: str) -> None:
+    """ASHA needs the objective at a rung before a trial ends; a validation objective (the only kind
+    the protocol allows) is known only at its end, and a search that samples no generator setting
+    has no generator to stop: both are refused before anything starts."""
+    study = _write_study(
+        tmp_path,
+        search_space={"dose": {"grid": [1.0]}, "seed_size": {"grid": [2]}, entry: {"loguniform": [1e-5, 1e-3]}},
+        sampler={"name": "random", "n_trials": 2, "scheduler": "asha", "metric": "val_auprc"},
+    )
+    result = _platform("run", str(study))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "sampler.scheduler" in result.stderr and message in result.stderr
+    assert not (tmp_path / "out" / "stage_cache").exists()
 
 
 def test_synth_writes_a_checked_cohort_from_a_trial_run(finished_study: tuple[Path, str], tmp_path: Path) -> None:
