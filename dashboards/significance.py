@@ -93,22 +93,33 @@ def _repeat_replicates(
     rng: np.random.Generator,
     subset_seed: int,
 ) -> tuple[float, np.ndarray]:
-    """Observed gain (mean over prevalence subsets) and its ``n_boot`` stratified bootstrap replicates."""
+    """Observed gain (mean over prevalence subsets) and its ``n_boot`` stratified bootstrap replicates.
+
+    One bootstrap replicate resamples the held-out set once (positives and negatives separately)
+    and evaluates every prevalence subset on that same resample: a subset is a fixed set of
+    slots among the positives and the negatives, filled in each replicate by the replicate's
+    draws. Subsets that share subjects then share their resampled values, as the estimate's own
+    subsets do. (Resampling each subset on its own and averaging would treat ``draws`` overlapping
+    subsets - at a prevalence near the set's own, the very same subjects - as independent samples
+    and shrink the interval by up to sqrt(draws).)
+    """
     fn = _ROW_METRICS[metric]
     subsets = (
         [prevalence_subsample(y, prevalence, seed=subset_seed + j) for j in range(draws)]
         if prevalence is not None
         else [np.arange(len(y))]
     )
+    pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
+    slot = np.empty(len(y), dtype=int)  # a subject's slot among its class
+    slot[pos], slot[neg] = np.arange(len(pos)), np.arange(len(neg))
+    fill_pos, fill_neg = rng.choice(pos, (n_boot, len(pos))), rng.choice(neg, (n_boot, len(neg)))
     observed, replicates = [], np.zeros(n_boot)
     for idx in subsets:
-        yy, b0, b1 = y[idx], base[idx], dosed[idx]
-        observed.append(float(fn(yy[None], b1[None])[0] - fn(yy[None], b0[None])[0]))
-        pos, neg = np.nonzero(yy == 1)[0], np.nonzero(yy == 0)[0]
-        boot = np.concatenate(
-            [rng.choice(pos, (n_boot, len(pos))), rng.choice(neg, (n_boot, len(neg)))], axis=1
-        )  # stratified: every replicate keeps the subset's prevalence
-        replicates += fn(yy[boot], b1[boot]) - fn(yy[boot], b0[boot])
+        observed.append(float(fn(y[idx][None], dosed[idx][None])[0] - fn(y[idx][None], base[idx][None])[0]))
+        sub_pos, sub_neg = idx[y[idx] == 1], idx[y[idx] == 0]
+        # stratified: every replicate keeps the subset's prevalence
+        boot = np.concatenate([fill_pos[:, slot[sub_pos]], fill_neg[:, slot[sub_neg]]], axis=1)
+        replicates += fn(y[boot], dosed[boot]) - fn(y[boot], base[boot])
     return float(np.mean(observed)), replicates / len(subsets)
 
 
@@ -343,5 +354,18 @@ def dose_findings(
     order = {"synthetic": 0, "real": 1, "shuffled": 2}
     return sorted(
         findings,
-        key=lambda f: (order.get(f.arm, 3), f.arm, str(f.seed_size), -1.0 if f.prevalence is None else f.prevalence),
+        key=lambda f: (
+            order.get(f.arm, 3),
+            f.arm,
+            _seed_order(f.seed_size),
+            -1.0 if f.prevalence is None else f.prevalence,
+        ),
     )
+
+
+def _seed_order(seed_size: object) -> tuple[int, float, str]:
+    """Seed sizes numerically (6 before 10), labels such as "all" after them."""
+    try:
+        return (0, float(seed_size), "")  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, 0.0, str(seed_size))

@@ -150,3 +150,14 @@ def test_the_view_states_findings_in_words_and_falls_back_without_scores() -> No
     assert isinstance(view.findings[0].validation[0], Gain)
     bare = build_view(results, params)
     assert not bare.findings and any("no per-subject scores" in n for n in bare.notes)
+
+
+def test_prevalence_subsets_resample_the_held_out_set_once_per_replicate() -> None:
+    # At the held-out set's own prevalence (60 of 300 = 0.2) every prevalence subset is the whole
+    # set, so the estimate and its interval must be the whole set's: averaging independently
+    # resampled copies of the same subjects would shrink the interval by about sqrt(draws).
+    trials, scores = _study({1.0: (0.0, 0.5), 2.0: (0.3, 0.5)})
+    whole = paired_gains(trials, scores, role="validation", prevalence=None, **{**SETTINGS, "draws": 4})
+    same = paired_gains(trials, scores, role="validation", prevalence=0.2, **{**SETTINGS, "draws": 4})
+    for w, s in zip(whole, same, strict=True):
+        assert (s.gain, s.ci_low, s.ci_high) == pytest.approx((w.gain, w.ci_low, w.ci_high), abs=1e-12)
