@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from salient.dashboards import names
+from salient.dashboards.links import RUN_COLUMN
 from salient.dashboards.significance import Finding
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "table1",
     "table1_markdown",
     "tvr_gains",
+    "with_cell",
 ]
 
 
@@ -51,7 +53,7 @@ def _require(results: pd.DataFrame, columns: Sequence[str]) -> None:
         raise ValueError(f"results table lacks column(s) {missing}; it has {sorted(map(str, results.columns))}")
 
 
-def _with_cell(results: pd.DataFrame) -> pd.DataFrame:
+def with_cell(results: pd.DataFrame) -> pd.DataFrame:
     """``results`` with ``arm``, ``seed_size`` and ``repeat`` columns filled in where the study
     has no such axis (``synthetic``, ``"all"``, 0)."""
     arm = results[names.PARAM_ARM].fillna("synthetic") if names.PARAM_ARM in results.columns else "synthetic"
@@ -67,7 +69,7 @@ CELL = ("arm", "seed_size", "dose", "repeat")
 
 def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
     """One row per (trial, prevalence): ``arm, seed_size, dose, repeat, prevalence, value, ci_low,
-    ci_high`` (test metrics).
+    ci_high`` (test metrics), and ``run_id`` when the table has it (so a point can link to its run).
 
     The table must hold one trial per (arm, seed size, dose, repeat); a study that also varies
     other settings is analysed per setting (filter it, or use :func:`best_per_cell`).
@@ -75,7 +77,7 @@ def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
     if metric not in names.PREVALENCE_METRICS:
         raise ValueError(f"metric must be one of {names.PREVALENCE_METRICS}, got {metric!r}")
     _require(results, ["dose"])
-    frame = _with_cell(results)
+    frame = with_cell(results)
     if frame.duplicated(subset=list(CELL)).any():
         raise ValueError(
             f"several trials share a ({', '.join(CELL)}) cell: the study varies other settings too; "
@@ -93,6 +95,7 @@ def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
                     "value": frame[col].astype(float),
                     "ci_low": frame.get(names.metric_name(metric, p, "ci_low"), frame[col]).astype(float),
                     "ci_high": frame.get(names.metric_name(metric, p, "ci_high"), frame[col]).astype(float),
+                    **({RUN_COLUMN: frame[RUN_COLUMN].astype(str)} if RUN_COLUMN in frame.columns else {}),
                 }
             )
         )
@@ -108,7 +111,7 @@ def best_per_cell(results: pd.DataFrame, objective: str, maximise: bool = True) 
     if not names.is_validation_metric(objective):
         raise ValueError(f"selection uses validation metrics (val_...); got {objective!r}")
     _require(results, [objective])
-    frame = _with_cell(results)
+    frame = with_cell(results)
     order = frame.sort_values(objective, ascending=not maximise, kind="stable")
     keep = order.drop_duplicates(subset=list(CELL), keep="first").index
     return results.loc[sorted(keep)]
@@ -122,8 +125,9 @@ def _t_quantile(n: int, level: float = 0.95) -> float:
 
 def curve_table(results: pd.DataFrame, metric: str = "auprc", level: float = 0.95) -> pd.DataFrame:
     """The dose curves (test metric): one row per (arm, seed_size, prevalence, dose) with ``mean,
-    ci_low, ci_high, n_repeats`` and ``delta`` (mean over repeats of the difference from the 0x
-    trial of the same repeat; NaN without one). Every arm's curve starts at the shared 0x point."""
+    ci_low, ci_high, n_repeats``, ``delta`` (mean over repeats of the difference from the 0x
+    trial of the same repeat; NaN without one) and ``runs`` (the trials' run ids by repeat; empty
+    without a ``run_id`` column). Every arm's curve starts at the shared 0x point."""
     long = long_metrics(results, metric)
     base = long[long["dose"] == 0.0]
     arms = sorted(long["arm"].unique())
@@ -151,6 +155,7 @@ def curve_table(results: pd.DataFrame, metric: str = "auprc", level: float = 0.9
                 "ci_high": hi,
                 "n_repeats": n,
                 "delta": float(paired.mean()) if len(paired) else np.nan,
+                "runs": tuple(g.sort_values("repeat")[RUN_COLUMN]) if RUN_COLUMN in g.columns else (),
             }
         )
     return pd.DataFrame(rows)
@@ -196,7 +201,7 @@ def tvr_gains(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
     cols = [c for c in results.columns if str(c).startswith(prefix)]
     if not cols:
         return pd.DataFrame(columns=["arm", "seed_size", "dose", "stratum", metric, "delta"])
-    frame = _with_cell(results)
+    frame = with_cell(results)
     keys = ["arm", "seed_size", "dose"]
     long = frame[[*keys, *cols]].melt(id_vars=keys, value_vars=cols, var_name="stratum", value_name=metric)
     long["stratum"] = long["stratum"].str.removeprefix(prefix)
@@ -242,7 +247,7 @@ def table1(results: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         row[f"AUPRC@{r.prevalence:g}"] = f"{r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
         row[f"dAUPRC@{r.prevalence:g}"] = "" if math.isnan(r.delta) else f"{r.delta:+.3f}"
     if "auroc" in results.columns:
-        frame = _with_cell(results)
+        frame = with_cell(results)
         for (arm, seed, dose), g in frame.groupby(["arm", "seed_size", "dose"]):
             for key in (
                 [(arm, seed, float(dose))] if float(dose) > 0 else [(a, seed, 0.0) for a in frame["arm"].unique()]

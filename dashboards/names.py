@@ -15,6 +15,8 @@ import re
 __all__ = [
     "ADDED_RATIO",
     "AGGREGATOR_STEPS",
+    "ARMS",
+    "ARM_LABELS",
     "ARTIFACT_FINDINGS",
     "ARTIFACT_PLAN",
     "ARTIFACT_PREVIEW",
@@ -25,6 +27,7 @@ __all__ = [
     "ARTIFACT_SPLIT",
     "ARTIFACT_STUDY",
     "DETECTOR_STEPS",
+    "EXPERIMENT_KIND_TRAINING",
     "KIND_STUDY",
     "N_ADDED",
     "N_ADDED_BLOCKS",
@@ -45,19 +48,24 @@ __all__ = [
     "PARAM_STAGE_KEY_PREFIX",
     "PARAM_STUDY_KEY",
     "PREVALENCE_METRICS",
+    "PREVIEW_CONDITION",
     "PROVENANCE_PARAMS",
     "ROLES",
     "SEEN_ADDED_POSITIVE",
     "SEEN_NEGATIVE",
     "SEEN_SEED_POSITIVE",
+    "TAG_EXPERIMENT_KIND",
     "TAG_KIND",
     "TAG_PARENT",
     "TAG_PARETO",
+    "TAG_PROGRESS",
     "TAG_SPLIT",
     "TAG_STAGES",
     "TAG_STOPPED_EARLY",
     "TAG_STUDY_KEY",
     "TAG_TRIAL_KEY",
+    "TRAIN_LOSS_PREFIX",
+    "TRAIN_STAGES",
     "VALIDATION_PREFIX",
     "_PREVALENCE_METRIC",
     "is_validation_metric",
@@ -107,6 +115,10 @@ AGGREGATOR_STEPS = "aggregator_steps"
 SEEN_SEED_POSITIVE = "seen_seed_positive"  # slices drawn into batches, by kind
 SEEN_ADDED_POSITIVE = "seen_added_positive"
 SEEN_NEGATIVE = "seen_negative"
+#: Training-loss histories on a trial run: ``train_loss.<stage>``, one value per step or epoch
+#: (read back with ``MlflowClient.get_metric_history``; the run's metric is the last value).
+TRAIN_LOSS_PREFIX = "train_loss."
+TRAIN_STAGES = ("mask_vae", "diffusion", "ucmt", "detector", "aggregator")  # in pipeline order
 
 # -- MLflow tags --------------------------------------------------------------------------------
 
@@ -118,6 +130,12 @@ TAG_SPLIT = "salient.split"  # fingerprint of the trial's subject split
 TAG_STAGES = "salient.stages"  # JSON: seconds per stage, reused or trained
 TAG_PARETO = "salient.pareto"  # guidance tuning: on the Pareto front
 TAG_STOPPED_EARLY = "salient.stopped_early"  # guidance tuning: stopped by ASHA
+
+TAG_PROGRESS = "salient.progress"  # on a study run: JSON {done, running, failed, total, eta_seconds, updated}
+#: MLflow's own experiment tag that picks the UI's view; the platform's experiments train models
+#: (MLflow 3 otherwise opens them in its GenAI view). Values checked in MLflow 3.17's UI bundle.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 KIND_STUDY = "study"
 
@@ -137,6 +155,8 @@ PARAM_BOOTSTRAP = "bootstrap"
 PARAM_DRAWS = "prevalence_draws"
 PARAM_SEED = "seed"
 PARAM_ARM = "arm"  # trial: "synthetic" (the dose curve) or a control arm ("real", "shuffled")
+ARMS = ("synthetic", "real", "shuffled")  # display order
+ARM_LABELS = {"synthetic": "synthetic pairs", "real": "real control", "shuffled": "shuffled-mask control"}
 PARAM_STAGE_KEY_PREFIX = "stage_key."  # trial run: stage_key.<stage> = <stage>/<key>
 #: Trial params that record provenance rather than a setting of the trial.
 PROVENANCE_PARAMS = (PARAM_STAGE_KEY_PREFIX, PARAM_GIT, PARAM_CODE_VERSION, PARAM_COHORT)
@@ -147,6 +167,9 @@ ARTIFACT_RESULT = "trial_result.json"  # a trial's metrics, params, stage keys a
 ARTIFACT_PLAN = "plan.json"  # a trial's fully resolved plan (configs, split sizes, stage keys)
 ARTIFACT_SAMPLES = "samples.png"  # synthetic slice | conditioning mask | pseudo-label
 ARTIFACT_PREVIEW = "preview.npz"  # slices for the dashboard gallery
+#: preview.npz key of the synthetic slices' conditioning masks (MaskVAE3D draws); ``synthetic_mask``
+#: beside it is the UCMT pseudo-label the detector trained with.
+PREVIEW_CONDITION = "synthetic_condition"
 ARTIFACT_SPLIT = "split.json"  # subjects per role (hashed unless opted in)
 ARTIFACT_SCORES = "scores.csv"  # every validation and test subject's scores (ids hashed unless opted in)
 ARTIFACT_FINDINGS = "findings.json"  # the study run's significance analysis

@@ -1,7 +1,9 @@
-"""One study's results -> every figure and table, shared by the Dash app and the HTML report.
+"""One study's results -> its findings header, every figure and table, shared by the Dash app and the HTML report.
 
-A view is built from plain inputs (the results table, the study's params, preview arrays), so
-it is the same whether the data came from MLflow, a ``results.csv`` or a test.
+A view is built from plain inputs (the results table, the study's params, preview arrays,
+per-subject scores, training histories), so it is the same whether the data came from MLflow, a
+``results.csv`` or a test. Its order is the page's: the answer (findings header), then the
+evidence (figures, most telling first), then the numbers (tables).
 """
 
 from __future__ import annotations
@@ -18,26 +20,59 @@ from salient.dashboards.analysis import (
     ablation_table,
     best_per_cell,
     dose_shift,
+    natural_order,
     prevalences,
     table1,
     tvr_gains,
+    with_cell,
 )
+from salient.dashboards.findings_header import Header, build_header
+from salient.dashboards.links import EXPERIMENT_COLUMN, RUN_COLUMN, run_links
 from salient.dashboards.significance import Finding, dose_findings, paired_gains
+from salient.dashboards.training_figure import training_curves_figure
 
-__all__ = ["StudyView", "analysis_settings", "build_view", "findings_table"]
+__all__ = ["StudyView", "analysis_settings", "build_view", "findings_table", "trials_table"]
 
 #: Search-space values the platform logs that are not sampled hyper-parameters.
 _NOT_SAMPLED = {"dose", "seed_size", "repeat", "trial", "run_id", names.PARAM_ARM}
 
 
+#: Figures that need the page's full width (facets, galleries); the rest share a row on wide screens.
+WIDE_FIGURES = frozenset(
+    {"dose-response", "gain", "training-curves", "gallery", "auprc-auroc", "compare-dose-response"}
+)
+#: Display order of the figures (the most telling first); figures not listed follow in build order.
+FIGURE_ORDER = (
+    "dose-response",
+    "gain",
+    "delta-heatmap",
+    "optimal-dose",
+    "realism",
+    "training-curves",
+    "auprc-auroc",
+    "band-energy",
+    "saliency",
+    "gallery",
+    "hu-histogram",
+    "pareto",
+    "history",
+    "importance",
+)
+
+
 @dataclass
 class StudyView:
-    """Figures (by id, in display order), tables (by title), findings (sentences) of one study."""
+    """Findings (header and sentences), figures (by id, in display order), tables (by title) of
+    one study; ``results`` is the table the curves were drawn from (one trial per cell) and
+    ``links`` maps its run ids to MLflow UI pages (empty without a UI address)."""
 
     figures: dict[str, go.Figure] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    header: Header | None = None
+    results: pd.DataFrame = field(default_factory=pd.DataFrame)
+    links: dict[str, str] = field(default_factory=dict)
 
 
 def findings_table(findings: list[Finding]) -> pd.DataFrame:
@@ -63,6 +98,22 @@ def findings_table(findings: list[Finding]) -> pd.DataFrame:
     )
 
 
+def trials_table(results: pd.DataFrame, links: Mapping[str, str]) -> pd.DataFrame:
+    """Every finished trial with its cell, main metrics and MLflow run (id, and UI page when known)."""
+    frame = with_cell(results)
+    columns = [
+        c
+        for c in ("trial", "arm", "seed_size", "dose", "repeat", "val_auprc", "auprc", "auroc", RUN_COLUMN)
+        if c in frame.columns
+    ]
+    table = frame[columns].copy()
+    if links and RUN_COLUMN in table.columns:
+        table["MLflow UI"] = [links.get(str(r), "") for r in table[RUN_COLUMN]]
+    sort = [c for c in ("arm", "seed_size", "dose", "repeat") if c in table.columns]
+    table = table.sort_values(sort, key=natural_order) if sort else table
+    return table.round(4).reset_index(drop=True)
+
+
 def analysis_settings(study_params: Mapping[str, Any] | None) -> dict[str, Any]:
     """The significance analysis' settings as the study recorded them (defaults otherwise)."""
     p = study_params or {}
@@ -74,10 +125,14 @@ def analysis_settings(study_params: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _gallery(preview: Mapping[str, np.ndarray] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _gallery(preview: Mapping[str, np.ndarray] | None) -> dict[str, figures.Panel]:
+    """Gallery rows: real slices with their masks, synthetic ones with their pseudo-labels and,
+    when the preview has them, the conditioning masks they were generated from."""
     if not preview or "synthetic_image" not in preview:
         return {}
-    panels = {"synthetic": (preview["synthetic_image"], preview["synthetic_mask"])}
+    panels: dict[str, figures.Panel] = {
+        "synthetic": (preview["synthetic_image"], preview["synthetic_mask"], preview.get(names.PREVIEW_CONDITION))
+    }
     if "real_image" in preview and len(preview["real_image"]):
         panels = {"real": (preview["real_image"], preview["real_mask"]), **panels}
     return panels
@@ -93,15 +148,27 @@ def build_view(
     study_params: Mapping[str, Any] | None = None,
     preview: Mapping[str, np.ndarray] | None = None,
     scores: pd.DataFrame | None = None,
+    histories: pd.DataFrame | None = None,
+    mlflow_ui: str | None = None,
 ) -> StudyView:
     """Every figure and table of a study that its results support (missing axes are noted).
 
-    ``scores``: the trials' per-subject scores (``trial, role, subject, label, score, ...``);
-    without them there is no significance analysis, and the view says so."""
+    Args:
+        results: one row per finished trial (``run_id`` and ``experiment_id`` columns make its
+            points link to MLflow).
+        study_params: the study run's params (objective, mode, significance settings).
+        preview: a trial's gallery arrays (``preview.npz``).
+        scores: the trials' per-subject scores (``trial, role, subject, label, score, ...``);
+            without them there is no significance analysis, and the view says so.
+        histories: training-loss histories (``run_id, trial, stage, step, value``), if any.
+        mlflow_ui: the MLflow UI's address; points then open their run's page on click.
+    """
     view = StudyView()
     if results.empty:
         view.notes.append("no finished trials yet")
         return view
+    view.links = run_links(results, mlflow_ui) if EXPERIMENT_COLUMN in results.columns else {}
+    links = view.links
     has_curves = "dose" in results.columns and bool(prevalences(results))
     all_trials = results
     cell = [c for c in ("arm", "seed_size", "dose", "repeat") if c in results.columns]
@@ -113,24 +180,26 @@ def build_view(
             "the study varies more than dose and seed size: curves show, per cell, the trial with the best "
             f"{objective} (validation)"
         )
+    view.results = results
     if has_curves:
         if scores is not None and not scores.empty:
             settings = analysis_settings(study_params)
             prevs: list[float | None] = [None, *prevalences(results)]
             view.findings = dose_findings(results, scores, prevs, **settings)
+            view.header = build_header(view.findings)
             test_gains = [
                 g for p in prevs for g in paired_gains(results, scores, role="test", prevalence=p, **settings)
             ]
             view.tables["findings (chosen on validation, reported on test)"] = findings_table(view.findings)
-            view.figures["gain"] = figures.gain_figure(view.findings, test_gains)
+            view.figures["gain"] = figures.gain_figure(view.findings, test_gains, results, links)
         else:
             view.notes.append("no per-subject scores: the significance analysis (findings) is not available")
-        view.figures["dose-response"] = figures.dose_response_figure(results, view.findings)
-        view.figures["delta-heatmap"] = figures.delta_heatmap(results)
-        view.figures["auprc-auroc"] = figures.auprc_auroc_figure(results)
+        view.figures["dose-response"] = figures.dose_response_figure(results, view.findings, links=links)
+        view.figures["delta-heatmap"] = figures.delta_heatmap(results, links=links)
+        view.figures["auprc-auroc"] = figures.auprc_auroc_figure(results, links)
         view.tables["Table 1 (test AUPRC [interval], delta vs 0x, AUROC)"] = table1(results)
         if "seed_size" in results.columns and results["seed_size"].nunique() > 1 and view.findings:
-            view.figures["optimal-dose"] = figures.optimal_dose_figure(view.findings)
+            view.figures["optimal-dose"] = figures.optimal_dose_figure(view.findings, results, links)
             view.tables["dose shift between seed sizes"] = dose_shift(view.findings)
         ablation = ablation_table(all_trials)
         if not ablation.empty:
@@ -140,26 +209,36 @@ def build_view(
             view.tables["AUPRC by tumour-volume ratio (delta vs 0x)"] = gains.round(4)
     tuning = {"mask_dice", "frechet_distance"} <= set(all_trials.columns)  # a guidance-tuning search
     if tuning:
-        view.figures["pareto"] = figures.pareto_figure(all_trials)
+        view.figures["pareto"] = figures.pareto_figure(all_trials, links=links)
     else:
         if not has_curves:
             view.notes.append("no dose axis or prevalence metrics: dose-response curves are not drawn")
         view.figures["realism"] = figures.realism_figure(all_trials)
         view.figures["band-energy"] = figures.band_energy_figure(all_trials)
-        view.figures["saliency"] = figures.saliency_figure(results)
+        view.figures["saliency"] = figures.saliency_figure(results, links)
+    if histories is not None and not histories.empty:
+        view.figures["training-curves"] = training_curves_figure(histories, links)
     panels = _gallery(preview)
     if panels:
         view.figures["gallery"] = figures.gallery_figure(panels)
         if "real" in panels and "hu_window" in (preview or {}):
             window = np.asarray((preview or {})["hu_window"])
+            real, synthetic = panels["real"], panels["synthetic"]
             view.figures["hu-histogram"] = figures.hu_histogram_figure(
-                _roi_hu(*panels["real"], window), _roi_hu(*panels["synthetic"], window)
+                _roi_hu(real[0], real[1], window), _roi_hu(synthetic[0], synthetic[1], window)
             )
     # Searched hyper-parameters: the param columns (``results.attrs["params"]``, set by the
     # platform's reader) beyond the grid axes, that actually vary.
     params = all_trials.attrs.get("params", [])
     sampled = [c for c in params if c in all_trials.columns and c not in _NOT_SAMPLED and all_trials[c].nunique() > 1]
     if sampled and objective in all_trials.columns:
-        view.figures["history"] = figures.optimisation_history_figure(all_trials, objective, maximise)
+        view.figures["history"] = figures.optimisation_history_figure(all_trials, objective, maximise, links)
         view.figures["importance"] = figures.param_importance_figure(all_trials, objective, sampled)
+    if RUN_COLUMN in all_trials.columns:
+        view.tables["trials (MLflow runs)"] = trials_table(all_trials, links)
+    rank = {name: k for k, name in enumerate(FIGURE_ORDER)}
+    view.figures = dict(sorted(view.figures.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    for fig in view.figures.values():
+        if fig.layout.title.subtitle.text:  # room for the subtitle above the subplot titles
+            fig.update_layout(margin={"t": 120})
     return view

@@ -61,6 +61,22 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _mlflow_ui(text: str) -> str:
+    """argparse ``type=``: the MLflow UI's address (``http(s)://host:port``), a usage error otherwise."""
+    from salient.dashboards.links import normalise_ui_url
+
+    try:
+        return normalise_ui_url(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be http(s)://HOST[:PORT][/PATH], got {clip(text)!r}") from None
+
+
+_MLFLOW_UI_HELP = (
+    "address of a running MLflow UI over the same store, e.g. http://127.0.0.1:5000: clicking a point opens its "
+    "run there (without it the run id is shown to copy)"
+)
+
+
 def _check_output_file(path: str, what: str) -> None:
     """Refuse an output file that cannot be written, before the command does any work."""
     if (problem := new_output_problem(Path(path), what, folder=False)) is not None:
@@ -260,7 +276,7 @@ def _cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can read every study", args.host)
     console.print(f"dashboard for {_esc(uri)} at http://{_esc(args.host)}:{args.port}/ (Ctrl-C stops it)")
-    serve(create_app(MlflowResults(uri)), host=args.host, port=args.port)
+    serve(create_app(MlflowResults(uri), mlflow_ui=args.mlflow_ui), host=args.host, port=args.port)
     return EXIT_OK
 
 
@@ -279,9 +295,20 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     run_id = parent.info.run_id
     source = MlflowResults(uri)
     results = source.results(run_id)
-    view = build_view(results, source.study_params(run_id), preview_for(source, results), source.scores(results))
+    view = build_view(
+        results,
+        source.study_params(run_id),
+        preview_for(source, results),
+        source.scores(results),
+        source.histories(results),
+        args.mlflow_ui,
+    )
     meta = {"study": study.name, "study file": args.study, "MLflow run": run_id, "tracking URI": uri}
     meta["finished trials"] = str(len(results))
+    if progress := source.state(run_id).describe():
+        meta["progress"] = progress
+    if args.mlflow_ui:
+        meta["MLflow UI"] = args.mlflow_ui
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -525,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=_int_in(1, 65535), default=8050)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--mlflow-ui", type=_mlflow_ui, metavar="URL", help=_MLFLOW_UI_HELP)
     p.set_defaults(func=_cmd_dashboard)
 
     p = sub.add_parser(
@@ -535,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="study YAML file")
     p.add_argument("-o", "--output", required=True, metavar="REPORT_HTML")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's embedded store)")
+    p.add_argument("--mlflow-ui", type=_mlflow_ui, metavar="URL", help=_MLFLOW_UI_HELP)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(

@@ -17,7 +17,7 @@ import logging
 import math
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,9 +26,11 @@ import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from salient.dashboards.names import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND, TAG_PROGRESS
 from salient.dashboards.names import TAG_PARENT as PARENT
 from salient.dashboards.names import TAG_STUDY_KEY as STUDY_KEY
 from salient.dashboards.names import TAG_TRIAL_KEY as TRIAL_KEY
+from salient.dashboards.study_progress import Progress
 from salient.platform.study.schema import Study
 
 __all__ = ["TRACKING_ERRORS", "Tracker", "default_tracking_uri", "git_revision", "store_exists", "study_tracker"]
@@ -120,11 +122,18 @@ class Tracker:
             return
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+            # Tagged as model training, so MLflow's UI opens it in its training-runs view, not GenAI's.
+            self.experiment_id = self.client.create_experiment(
+                experiment,
+                artifact_location=artifact_location,
+                tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING},
+            )
         else:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             self.experiment_id = exp.experiment_id
+            if TAG_EXPERIMENT_KIND not in exp.tags:  # made before the tag (or by hand); a kind set by a user stays
+                self.client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND_TRAINING)
 
     @functools.cached_property
     def client(self) -> MlflowClient:
@@ -187,6 +196,17 @@ class Tracker:
         assert self.parent_id is not None
         self.client.log_artifact(self.parent_id, str(path), artifact_path)
 
+    def set_progress(self, progress: Mapping[str, Any]) -> Progress:
+        """State the running study's progress on its study run, for the dashboard: one JSON tag
+        (``salient.progress``) with ``done``, ``running``, ``failed``, ``total`` (trial counts),
+        ``eta_seconds`` (None until known) and ``updated`` (seconds since the epoch; now if
+        absent). Each call replaces the last. Raises ValueError naming a bad field."""
+        assert self.parent_id is not None, "start_study first"
+        self._writable_experiment()
+        checked = Progress.from_mapping(progress)
+        self.client.set_tag(self.parent_id, TAG_PROGRESS, checked.to_json())
+        return checked
+
     def finish_study(self, status: str = "FINISHED") -> None:
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, status=status)
@@ -207,8 +227,12 @@ class Tracker:
         metrics: Mapping[str, float],
         tags: Mapping[str, str],
         artifacts: tuple[Path, ...] | list[Path] = (),
+        histories: Mapping[str, Sequence[float]] | None = None,
     ) -> tuple[str, bool]:
-        """Log one trial as a child run unless it is logged already; returns ``(run_id, new)``."""
+        """Log one trial as a child run unless it is logged already; returns ``(run_id, new)``.
+
+        ``histories``: metric curves (one value per step, e.g. training losses), logged as MLflow
+        metric histories before the run is marked finished."""
         assert self.parent_id is not None, "start_study first"
         for run in self._find(f"tags.`{TRIAL_KEY}` = '{trial_key}'"):
             if run.data.tags.get(PARENT) != self.parent_id:
@@ -220,9 +244,16 @@ class Tracker:
             self._writable_experiment(), run_name=name, tags={PARENT: self.parent_id, TRIAL_KEY: trial_key, **tags}
         )
         rid = run.info.run_id
+        now = int(time.time() * 1000)
+        curves = [
+            Metric(k, float(v), now, step)
+            for k, values in (histories or {}).items()
+            for step, v in enumerate(values)
+            if math.isfinite(float(v))
+        ]
         self._log_batch(
             rid,
-            metrics=_metrics(metrics),
+            metrics=_metrics(metrics) + curves,
             params=[Param(k, _param_value(v)) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )

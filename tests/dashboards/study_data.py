@@ -4,7 +4,8 @@
 Every trial's per-subject scores are drawn from one baseline per subject plus a lift of the
 positives that depends on the dose (``LIFTS``); the trial's metrics are computed from those
 scores, so results and scores agree. Seed size 6: 2x is a clear gain, 4x a clear loss; seed size
-10: 1x is the best gain.
+10: 1x is the best gain. ``NULL_LIFTS`` with ``noise`` makes a study where nothing is there: every
+trial is the baseline plus its own noise, so the right answer is "no significant effect".
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from salient.dashboards.stats import auprc, auroc, prevalence_subsample
 
 #: lift of every positive's score, per seed size and dose (0x: none)
 LIFTS = {6: {0.0: 0.0, 1.0: 0.3, 2.0: 1.5, 4.0: -1.5}, 10: {0.0: 0.0, 1.0: 1.5, 2.0: 0.6, 4.0: -1.5}}
+#: no effect at any dose (use with ``noise`` > 0: each trial then differs only by its own noise)
+NULL_LIFTS = {6: {0.0: 0.0, 1.0: 0.0, 2.0: 0.0, 4.0: 0.0}}
 PREVALENCES = (0.05, 0.2)
 N_POS, N_NEG = 40, 160
 
@@ -55,12 +58,19 @@ def _metrics(scores: pd.DataFrame, prefix: str) -> dict[str, float]:
 
 
 def make_study(
-    seed_sizes: tuple[int, ...] = (6, 10), doses: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0), controls: bool = False
+    seed_sizes: tuple[int, ...] = (6, 10),
+    doses: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0),
+    controls: bool = False,
+    lifts: dict[int, dict[float, float]] | None = None,
+    noise: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(results, scores)`` of a one-repeat study; with ``controls``, a ``real`` arm at every dose
-    above 0 (its lift is the synthetic lift + 0.5)."""
+    above 0 (its lift is the synthetic lift + 0.5). ``lifts`` replaces :data:`LIFTS`; ``noise``
+    adds each trial's own N(0, noise) to every score."""
+    lifts = LIFTS if lifts is None else lifts
     rng = np.random.default_rng(0)
     subjects = _subjects(rng)
+    noise_rng = np.random.default_rng(1)
     rows, scores = [], []
     for seed in seed_sizes:
         arms = [("synthetic", 0.0)] + ([("real", 0.5)] if controls else [])
@@ -69,8 +79,8 @@ def make_study(
                 if arm != "synthetic" and dose == 0:
                     continue  # controls share the 0x trial
                 trial = f"s{seed}_d{dose:g}" + ("" if arm == "synthetic" else f"_{arm}")
-                lift = LIFTS[seed][dose] + (extra if dose > 0 else 0.0)
-                score = subjects["base"] + lift * subjects["label"]
+                lift = lifts[seed][dose] + (extra if dose > 0 else 0.0)
+                score = subjects["base"] + lift * subjects["label"] + noise_rng.normal(0.0, noise, len(subjects))
                 trial_scores = subjects.assign(trial=trial, score=score, max_slice=score).drop(columns="base")
                 scores.append(trial_scores)
                 row = {"trial": trial, "seed_size": seed, "dose": dose, "repeat": 0}
@@ -111,11 +121,28 @@ def make_results(
 STUDY_PARAMS = {"objective": "val_auprc", "mode": "max", "ci": 0.95, "bootstrap": 300, "prevalence_draws": 3, "seed": 0}
 
 
+def train_histories(results: pd.DataFrame) -> pd.DataFrame:
+    """Hand-made training-loss histories, as trial runs log them (``train_loss.<stage>``, one value
+    per step): a detector history of its own per trial, and one mask_vae history per seed size that
+    every trial of that seed size shares (the stage trained once, reused from the cache).
+    Columns: ``trial, stage, step, value``."""
+    rows = []
+    for trial, seed, dose in zip(results["trial"], results["seed_size"], results["dose"], strict=True):
+        rows += [(trial, "mask_vae", step, v / seed) for step, v in enumerate([20.0, 12.0, 9.0, 8.5])]
+        rows += [(trial, "detector", step, (1.0 + 0.1 * dose) * v) for step, v in enumerate([0.7, 0.5, 0.42])]
+    return pd.DataFrame(rows, columns=["trial", "stage", "step", "value"])
+
+
 def log_study(
-    client: MlflowClient, experiment: str, name: str, results: pd.DataFrame, scores: pd.DataFrame | None = None
+    client: MlflowClient,
+    experiment: str,
+    name: str,
+    results: pd.DataFrame,
+    scores: pd.DataFrame | None = None,
+    histories: pd.DataFrame | None = None,
 ) -> str:
-    """Log ``results`` (and each trial's ``scores.csv``) like ``platform run`` does; returns the
-    parent run id."""
+    """Log ``results`` (and each trial's ``scores.csv`` and training-loss ``histories``) like
+    ``platform run`` does; returns the parent run id."""
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     parent = client.create_run(exp_id, run_name=name, tags={"salient.kind": "study"}).info.run_id
@@ -125,6 +152,11 @@ def log_study(
         child = client.create_run(exp_id, run_name=row["trial"], tags={"mlflow.parentRunId": parent}).info.run_id
         params = [Param(k, str(row[k])) for k in axes if pd.notna(row.get(k))]
         metrics = [Metric(k, float(v), 0, 0) for k, v in row.items() if k not in ("trial", *axes) and pd.notna(v)]
+        if histories is not None:
+            mine = histories[histories["trial"] == row["trial"]]
+            metrics += [
+                Metric(f"train_loss.{h.stage}", float(h.value), 0, int(h.step)) for h in mine.itertuples(index=False)
+            ]
         client.log_batch(child, metrics=metrics, params=params, tags=[RunTag("salient.trial_key", row["trial"])])
         if scores is not None:
             with tempfile.TemporaryDirectory() as d:

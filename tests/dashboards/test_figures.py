@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 import numpy as np
@@ -54,7 +55,12 @@ def test_other_figures_have_their_traces() -> None:
     assert _names(optimum) == ["synthetic pairs, prevalence 0.05", "synthetic pairs, prevalence 0.2"]
     assert list(optimum.data[1].y) == [2.0, 1.0]  # seed 6: 2x, seed 10: 1x (the known answer)
     gain = figures.gain_figure(findings)
-    assert "validation gain" in _names(gain)
+    names = _names(gain)  # seed sizes down, prevalences across; the legend names each series once
+    assert names[0] == "validation gain, synthetic pairs"
+    assert "validation gain, synthetic pairs (seed 10, prevalence 0.2)" in names
+    first = next(f for f in findings if f.seed_size == 6 and f.prevalence == 0.05)
+    assert list(gain.data[0].y) == [g.gain for g in first.validation]  # the findings' gains, drawn as given
+    assert [round(x) for x in gain.data[0].x] == [1, 2, 4]  # at their doses (offset to sit beside each other)
     names = _names(figures.auprc_auroc_figure(res))
     assert "AUROC (seed 10)" in names and "AUPRC @ 0.05 (seed 6)" in names
     realism = figures.realism_figure(res)
@@ -69,6 +75,34 @@ def test_other_figures_have_their_traces() -> None:
         {"real": (np.zeros((2, 8, 8)), np.ones((2, 8, 8))), "synthetic": (np.zeros((3, 8, 8)), np.zeros((3, 8, 8)))}
     )
     assert _names(gallery) == ["real 0", "real 0 mask", "real 1", "real 1 mask", "synthetic 0", "synthetic 1"]
+    assert gallery.layout.title.subtitle.text == "red: mask"  # no conditioning masks in this preview: none promised
+    assert [gallery.layout[f"yaxis{k}"].scaleanchor for k in (2, 3)] == ["x2", "x3"]  # every slice square
+
+
+def test_gallery_outlines_conditioning_mask_and_pseudo_label_in_two_colours() -> None:
+    condition = np.zeros((2, 8, 8))
+    condition[:, 2:5, 2:5] = 1
+    label = np.zeros((2, 8, 8))
+    label[:, 3:6, 3:6] = 1
+    fig = figures.gallery_figure({"synthetic": (np.zeros((2, 8, 8)), label, condition)})
+    assert _names(fig) == [
+        "synthetic 0",
+        "synthetic 0 conditioning mask",
+        "synthetic 0 pseudo-label",
+        "synthetic 1",
+        "synthetic 1 conditioning mask",
+        "synthetic 1 pseudo-label",
+    ]
+    outlines = {t.name: t.line.color for t in fig.data if t.type == "contour"}
+    assert outlines["synthetic 0 conditioning mask"] == figures.CONDITION_COLOUR
+    assert outlines["synthetic 0 pseudo-label"] == figures.MASK_COLOUR != figures.CONDITION_COLOUR
+    # drawn upside down like the image (row 0 at the bottom): the outlined mask is the given one, flipped
+    contour = next(t for t in fig.data if t.name == "synthetic 0 conditioning mask")
+    assert np.array_equal(np.asarray(contour.z), condition[0][::-1])
+    # the view passes preview.npz's synthetic_condition through
+    preview = {"synthetic_image": np.zeros((2, 8, 8)), "synthetic_mask": label, "synthetic_condition": condition}
+    view = build_view(make_results(), preview=preview)
+    assert "synthetic 0 conditioning mask" in _names(view.figures["gallery"])
 
 
 def test_optimisation_history_and_importance() -> None:
@@ -112,6 +146,14 @@ def test_view_and_report_hold_every_figure_and_table() -> None:
     assert table.loc[table["prevalence"] == 0.05, "difference"].round(6).eq(0.1).all()
     html = render_report(view, "study <x>", {"run": "abc"})
     assert "<h2>Findings</h2>" in html and "therapeutic dose 2x" in html
+    # the answer first: findings before the first figure, figures before the first table
+    assert html.index('id="findings"') < html.index('class="plotly-graph-div"') < html.index('<details class="table">')
+    assert html.count('<details class="table">') == len(view.tables)  # collapsed, each with its CSV
+    table1 = view.tables["Table 1 (test AUPRC [interval], delta vs 0x, AUROC)"]
+    uri = re.search(r'download="table_1_test_auprc_interval_delta_vs_0x_auroc.csv" href="([^"]+)"', html)
+    assert uri is not None and uri.group(1).startswith("data:text/csv;charset=utf-8;base64,")
+    csv = base64.b64decode(uri.group(1).split(",", 1)[1]).decode("utf-8")
+    assert csv.splitlines()[0] == ",".join(table1.columns) and len(csv.splitlines()) == len(table1) + 1
     assert html.count('class="plotly-graph-div"') == len(view.figures)
     assert "<title>study &lt;x&gt;</title>" in html
     outside_bundle = html.replace(get_plotlyjs(), "")
