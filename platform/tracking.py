@@ -17,7 +17,7 @@ import logging
 import math
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -227,12 +227,8 @@ class Tracker:
         metrics: Mapping[str, float],
         tags: Mapping[str, str],
         artifacts: tuple[Path, ...] | list[Path] = (),
-        histories: Mapping[str, Sequence[float]] | None = None,
     ) -> tuple[str, bool]:
-        """Log one trial as a child run unless it is logged already; returns ``(run_id, new)``.
-
-        ``histories``: metric curves (one value per step, e.g. training losses), logged as MLflow
-        metric histories before the run is marked finished."""
+        """Log one trial as a child run unless it is logged already; returns ``(run_id, new)``."""
         assert self.parent_id is not None, "start_study first"
         for run in self._find(f"tags.`{TRIAL_KEY}` = '{trial_key}'"):
             if run.data.tags.get(PARENT) != self.parent_id:
@@ -244,16 +240,9 @@ class Tracker:
             self._writable_experiment(), run_name=name, tags={PARENT: self.parent_id, TRIAL_KEY: trial_key, **tags}
         )
         rid = run.info.run_id
-        now = int(time.time() * 1000)
-        curves = [
-            Metric(k, float(v), now, step)
-            for k, values in (histories or {}).items()
-            for step, v in enumerate(values)
-            if math.isfinite(float(v))
-        ]
         self._log_batch(
             rid,
-            metrics=_metrics(metrics) + curves,
+            metrics=_metrics(metrics),
             params=[Param(k, _param_value(v)) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
