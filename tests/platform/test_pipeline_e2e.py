@@ -266,10 +266,14 @@ def test_tiny_study_end_to_end_then_rerun_trains_nothing(finished_study: tuple[P
     assert status.returncode == 0 and f"{N_TRIALS}/{N_TRIALS} trials logged" in status.stdout
 
 
-def _finished_children(uri: str) -> list:
-    """Child runs already logged FINISHED (read while the driver may be writing)."""
+def _finished_children(out: Path) -> list:
+    """Child runs already logged FINISHED, read while the driver writes. MLflow is opened only once
+    a trial is in the trial store: by then the driver made the folder and the store (opening the
+    store first would create both, and the run would refuse a folder that is not its own)."""
+    if not any(out.glob("trials/*/trial_result.json")):
+        return []
     try:
-        return [c for c in _runs(uri)[1] if c.info.status == "FINISHED"]
+        return [c for c in _runs(f"sqlite:///{out / 'mlflow.db'}")[1] if c.info.status == "FINISHED"]
     except (AssertionError, mlflow.exceptions.MlflowException):
         return []  # no experiment yet
 
@@ -288,7 +292,7 @@ def test_resume_after_sigkill_of_the_driver(tmp_path: Path) -> None:
     )
     deadline = time.time() + 300
     try:
-        while not (logged := _finished_children(uri)):
+        while not (logged := _finished_children(tmp_path / "out")):
             assert proc.poll() is None, "the study ended before a trial was logged"
             assert time.time() < deadline, "no trial was logged in time"
             time.sleep(0.3)
