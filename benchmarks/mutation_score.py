@@ -52,6 +52,11 @@ MODULES: dict[str, tuple[str, ...]] = {
     "salient.models.metrics": ("tests/models/test_metrics.py",),  # image metrics (Dice, MS-SSIM, Frechet)
     "salient.dashboards.stats": ("tests/dashboards/test_stats.py", "tests/platform/test_evaluation.py"),
     "salient.dashboards.analysis": ("tests/dashboards/test_analysis.py",),
+    "salient.dashboards.significance": (  # paired gains, dose decisions
+        "tests/dashboards/test_significance.py",
+        "tests/dashboards/test_significance_rules.py",
+    ),
+    "salient.platform.stages.scoring": ("tests/platform/test_scoring.py",),  # per-subject scores, trial metrics
     "salient.platform.evaluation": ("tests/platform/test_evaluation.py",),
     "salient.platform.splits": ("tests/platform/test_splits.py",),
     "salient.platform.stage_cache": ("tests/platform/test_stage_cache.py",),
@@ -515,6 +520,560 @@ EQUIVALENT: tuple[tuple[str, str, str, str], ...] = (
         'raise AssertionError(f"subjects are both validation and test: {sorted(both)[:6]}")',
         "the message names six subjects instead of five",
     ),
+    (
+        "salient.dashboards.stats",
+        "y, s = np.atleast_2d(np.asarray(y)).astype(int), np.atleast_2d(np.asarray(s, dtype=float))",
+        "y, s = np.atleast_2d(np.asarray(y)).astype(None), np.atleast_2d(np.asarray(s, dtype=float))",
+        "0/1 labels as float64 sum, multiply, index and compare as the ints do",
+    ),
+    (
+        "salient.dashboards.stats",
+        "y, s = np.asarray(y).astype(int).ravel(), np.asarray(s, dtype=float).ravel()",
+        "y, s = np.asarray(y).astype(None).ravel(), np.asarray(s, dtype=float).ravel()",
+        "0/1 labels as float64 sum, multiply, index and compare as the ints do",
+    ),
+    (
+        "salient.dashboards.stats",
+        'order = np.argsort(-s, kind="mergesort")',
+        "order = np.argsort(-s, kind=None)",
+        "ties are taken together (thresholds at distinct scores): order within a tie never reaches the metric",
+    ),
+    (
+        "salient.dashboards.stats",
+        'order = np.argsort(-s, kind="mergesort")',
+        "order = np.argsort(-s, )",
+        "ties are taken together (thresholds at distinct scores): order within a tie never reaches the metric",
+    ),
+    (
+        "salient.dashboards.stats",
+        'order = np.argsort(-s, kind="mergesort")',
+        'order = np.argsort(-s, kind="MERGESORT")',
+        "ties are taken together (thresholds at distinct scores): order within a tie never reaches the metric",
+    ),
+    (
+        "salient.dashboards.stats",
+        'order = np.argsort(-s, axis=1, kind="mergesort")',
+        "order = np.argsort(-s, axis=1, kind=None)",
+        "ties are taken together (thresholds at distinct scores): order within a tie never reaches the metric",
+    ),
+    (
+        "salient.dashboards.stats",
+        'order = np.argsort(-s, axis=1, kind="mergesort")',
+        "order = np.argsort(-s, axis=1, )",
+        "ties are taken together (thresholds at distinct scores): order within a tie never reaches the metric",
+    ),
+    (
+        "salient.dashboards.stats",
+        'order = np.argsort(-s, axis=1, kind="mergesort")',
+        'order = np.argsort(-s, axis=1, kind="MERGESORT")',
+        "ties are taken together (thresholds at distinct scores): order within a tie never reaches the metric",
+    ),
+    (
+        "salient.dashboards.stats",
+        'order = np.argsort(-s, axis=1, kind="mergesort")',
+        'order = np.argsort(-s, kind="mergesort")',
+        "numpy's default axis -1 is axis 1 of the (B, n) arrays",
+    ),
+    (
+        "salient.dashboards.stats",
+        "y, s = np.take_along_axis(y, order, 1), np.take_along_axis(s, order, 1)",
+        "y, s = np.take_along_axis(y, order, ), np.take_along_axis(s, order, 1)",
+        "numpy's default axis -1 is axis 1 of the (B, n) arrays",
+    ),
+    (
+        "salient.dashboards.stats",
+        "y, s = np.take_along_axis(y, order, 1), np.take_along_axis(s, order, 1)",
+        "y, s = np.take_along_axis(y, order, 1), np.take_along_axis(s, order, )",
+        "numpy's default axis -1 is axis 1 of the (B, n) arrays",
+    ),
+    (
+        "salient.dashboards.stats",
+        "last = np.ones_like(y, dtype=bool)  # the last slot of each run of tied scores is a threshold",
+        "last = np.ones_like(y, dtype=None)  # the last slot of each run of tied scores is a threshold",
+        "a 0/1 integer mask selects in np.where as the bool one does",
+    ),
+    (
+        "salient.dashboards.stats",
+        "last = np.ones_like(y, dtype=bool)  # the last slot of each run of tied scores is a threshold",
+        "last = np.ones_like(y, )  # the last slot of each run of tied scores is a threshold",
+        "a 0/1 integer mask selects in np.where as the bool one does",
+    ),
+    (
+        "salient.dashboards.stats",
+        'with np.errstate(invalid="ignore", divide="ignore"):',
+        'with np.errstate(invalid="ignore", divide=None):',
+        "no row divides a nonzero by zero (a row without a class has a zero numerator too): only "
+        "'invalid' can arise, and it is still ignored",
+    ),
+    (
+        "salient.dashboards.stats",
+        'with np.errstate(invalid="ignore", divide="ignore"):',
+        'with np.errstate(invalid="ignore", ):',
+        "no row divides a nonzero by zero (a row without a class has a zero numerator too): only "
+        "'invalid' can arise, and it is still ignored",
+    ),
+    (
+        "salient.dashboards.stats",
+        "labels = np.asarray(labels).astype(int)",
+        "labels = np.asarray(labels).astype(None)",
+        "0/1 labels as float64 sum, multiply, index and compare as the ints do",
+    ),
+    (
+        "salient.dashboards.stats",
+        "chosen = np.r_[rng.choice(pos, k * a, replace=False), rng.choice(neg, k * (b - a), replace=False)]",
+        "chosen = np.r_[rng.choice(pos, k * a, replace=None), rng.choice(neg, k * (b - a), replace=False)]",
+        "Generator.choice reads replace=None as False",
+    ),
+    (
+        "salient.dashboards.stats",
+        "chosen = np.r_[rng.choice(pos, k * a, replace=False), rng.choice(neg, k * (b - a), replace=False)]",
+        "chosen = np.r_[rng.choice(pos, k * a, replace=False), rng.choice(neg, k * (b - a), replace=None)]",
+        "Generator.choice reads replace=None as False",
+    ),
+    (
+        "salient.dashboards.stats",
+        "tvr, labels = np.asarray(tvr, float), np.asarray(labels).astype(int)",
+        "tvr, labels = np.asarray(tvr, float), np.asarray(labels).astype(None)",
+        "0/1 labels as float64 sum, multiply, index and compare as the ints do",
+    ),
+    (
+        "salient.dashboards.significance",
+        "return min(d for d, g in zip(doses, gains, strict=True) if math.isclose(g, best, rel_tol=0,"
+        " abs_tol=TIE_TOLERANCE))",
+        "return min(d for d, g in zip(doses, gains, strict=None) if math.isclose(g, best, rel_tol=0,"
+        " abs_tol=TIE_TOLERANCE))",
+        "the lengths are checked equal just above",
+    ),
+    (
+        "salient.dashboards.significance",
+        "return min(d for d, g in zip(doses, gains, strict=True) if math.isclose(g, best, rel_tol=0,"
+        " abs_tol=TIE_TOLERANCE))",
+        "return min(d for d, g in zip(doses, gains, ) if math.isclose(g, best, rel_tol=0, abs_tol=TIE_TOLERANCE))",
+        "the lengths are checked equal just above",
+    ),
+    (
+        "salient.dashboards.significance",
+        "return min(d for d, g in zip(doses, gains, strict=True) if math.isclose(g, best, rel_tol=0,"
+        " abs_tol=TIE_TOLERANCE))",
+        "return min(d for d, g in zip(doses, gains, strict=False) if math.isclose(g, best, rel_tol=0,"
+        " abs_tol=TIE_TOLERANCE))",
+        "the lengths are checked equal just above",
+    ),
+    (
+        "salient.dashboards.significance",
+        "return min(d for d, g in zip(doses, gains, strict=True) if math.isclose(g, best, rel_tol=0,"
+        " abs_tol=TIE_TOLERANCE))",
+        "return min(d for d, g in zip(doses, gains, strict=True) if math.isclose(g, best, abs_tol=TIE_TOLERANCE))",
+        "gains lie in [-1, 1], where the default rel_tol=1e-9 never exceeds abs_tol=1e-9",
+    ),
+    (
+        "salient.dashboards.significance",
+        'val, single = compare("validation", adjust=True), compare("test", adjust=False)',
+        'val, single = compare("validation", adjust=True), compare("test", adjust=None)',
+        "adjust=None is read as False",
+    ),
+    (
+        "salient.dashboards.significance",
+        'order = {"synthetic": 0, "real": 1, "shuffled": 2}',
+        'order = {"synthetic": 0, "real": 2, "shuffled": 2}',
+        "real and shuffled then tie and fall back to their names, which sort the same way",
+    ),
+    (
+        "salient.dashboards.significance",
+        "order.get(f.arm, 3),",
+        "order.get(f.arm, 4),",
+        "any rank after the controls' puts other arms last",
+    ),
+    (
+        "salient.dashboards.significance",
+        "-1.0 if f.prevalence is None else f.prevalence,",
+        "-2.0 if f.prevalence is None else f.prevalence,",
+        "any key below every prevalence (all > 0) puts the whole set first",
+    ),
+    (
+        "salient.dashboards.significance",
+        'return (0, float(seed_size), "")  # type: ignore[arg-type]',
+        'return (0, float(seed_size), "XXXX")  # type: ignore[arg-type]',
+        "numbers compare by value before this tie-breaker",
+    ),
+    (
+        "salient.dashboards.significance",
+        "return (1, 0.0, str(seed_size))",
+        "return (2, 0.0, str(seed_size))",
+        "only one label ('all': no seed_size column) can be among the seed sizes; labels still sort after numbers",
+    ),
+    (
+        "salient.dashboards.significance",
+        "return (1, 0.0, str(seed_size))",
+        "return (1, 1.0, str(seed_size))",
+        "only one label ('all': no seed_size column) can be among the seed sizes; labels still sort after numbers",
+    ),
+    (
+        "salient.dashboards.significance",
+        "return (1, 0.0, str(seed_size))",
+        "return (1, 0.0, str(None))",
+        "only one label ('all': no seed_size column) can be among the seed sizes; labels still sort after numbers",
+    ),
+    (
+        "salient.dashboards.significance",
+        'for seed_size, group in frame.groupby("seed_size", sort=True):',
+        'for seed_size, group in frame.groupby("seed_size", ):',
+        "pandas groupby sorts by default",
+    ),
+    (
+        "salient.dashboards.significance",
+        'for arm, curve in group[group["dose"] > 0].groupby("arm", sort=True):',
+        'for arm, curve in group[group["dose"] > 0].groupby("arm", ):',
+        "pandas groupby sorts by default",
+    ),
+    (
+        "salient.dashboards.significance",
+        "gains, reps, n_subj = [], [], 0",
+        "gains, reps, n_subj = [], [], 1",
+        "overwritten by the first comparable repeat; a dose without one is skipped",
+    ),
+    (
+        "salient.dashboards.significance",
+        'b["label"].to_numpy(int),',
+        'b["label"].to_numpy(None),',
+        "0/1 labels compare, index and sum the same as floats",
+    ),
+    (
+        "salient.dashboards.significance",
+        "b[score].to_numpy(float),",
+        "b[score].to_numpy(None),",
+        "auprc_rows/auroc_rows cast scores to float themselves",
+    ),
+    (
+        "salient.dashboards.significance",
+        "d[score].to_numpy(float),",
+        "d[score].to_numpy(None),",
+        "auprc_rows/auroc_rows cast scores to float themselves",
+    ),
+    (
+        "salient.dashboards.significance",
+        "seed * 1000 + int(repeat) * 100,",
+        "seed * 1000 - int(repeat) * 100,",
+        "another seed for the prevalence subsets: still seeded, still shared by the dose and its 0x trial",
+    ),
+    (
+        "salient.dashboards.significance",
+        "seed * 1000 + int(repeat) * 100,",
+        "seed * 1001 + int(repeat) * 100,",
+        "another seed for the prevalence subsets: still seeded, still shared by the dose and its 0x trial",
+    ),
+    (
+        "salient.dashboards.significance",
+        "seed * 1000 + int(repeat) * 100,",
+        "seed * 1000 + int(repeat) * 101,",
+        "another seed for the prevalence subsets: still seeded, still shared by the dose and its 0x trial",
+    ),
+    (
+        "salient.dashboards.analysis",
+        '"dose": frame["dose"].astype(float),',
+        '"dose": frame["dose"].astype(None),',
+        "pandas reads astype(None) as float64, the same as astype(float)",
+    ),
+    (
+        "salient.dashboards.analysis",
+        '"value": frame[col].astype(float),',
+        '"value": frame[col].astype(None),',
+        "pandas reads astype(None) as float64, the same as astype(float)",
+    ),
+    (
+        "salient.dashboards.analysis",
+        '"ci_low": frame.get(names.metric_name(metric, p, "ci_low"), frame[col]).astype(float),',
+        '"ci_low": frame.get(names.metric_name(metric, p, "ci_low"), frame[col]).astype(None),',
+        "pandas reads astype(None) as float64, the same as astype(float)",
+    ),
+    (
+        "salient.dashboards.analysis",
+        '"ci_high": frame.get(names.metric_name(metric, p, "ci_high"), frame[col]).astype(float),',
+        '"ci_high": frame.get(names.metric_name(metric, p, "ci_high"), frame[col]).astype(None),',
+        "pandas reads astype(None) as float64, the same as astype(float)",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'rows[key]["AUROC"] = f"{g[\'auroc\'].astype(float).mean():.3f}"',
+        'rows[key]["AUROC"] = f"{g[\'auroc\'].astype(None).mean():.3f}"',
+        "pandas reads astype(None) as float64, the same as astype(float)",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'order = frame.sort_values(objective, ascending=not maximise, kind="stable")',
+        'order = frame.sort_values(objective, ascending=not maximise, kind="STABLE")',
+        "numpy reads the sort kind case-insensitively",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'keep = order.drop_duplicates(subset=list(CELL), keep="first").index',
+        "keep = order.drop_duplicates(subset=list(CELL), ).index",
+        "drop_duplicates keeps the first by default",
+    ),
+    (
+        "salient.dashboards.analysis",
+        "def _t_quantile(n: int, level: float = 0.95) -> float:",
+        "def _t_quantile(n: int, level: float = 1.95) -> float:",
+        "every caller passes its level",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'long = pd.concat([long[long["dose"] > 0.0]] + [base.assign(arm=a) for a in arms], ignore_index=True)',
+        'long = pd.concat([long[long["dose"] > 0.0]] + [base.assign(arm=a) for a in arms], ignore_index=None)',
+        "the rows are only grouped and then indexed by repeat: their index labels never matter",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'long = pd.concat([long[long["dose"] > 0.0]] + [base.assign(arm=a) for a in arms], ignore_index=True)',
+        'long = pd.concat([long[long["dose"] > 0.0]] + [base.assign(arm=a) for a in arms], )',
+        "the rows are only grouped and then indexed by repeat: their index labels never matter",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'long = pd.concat([long[long["dose"] > 0.0]] + [base.assign(arm=a) for a in arms], ignore_index=True)',
+        'long = pd.concat([long[long["dose"] > 0.0]] + [base.assign(arm=a) for a in arms], ignore_index=False)',
+        "the rows are only grouped and then indexed by repeat: their index labels never matter",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'for (arm, seed, prev, dose), g in long.groupby(["arm", "seed_size", "prevalence", "dose"], sort=True):',
+        'for (arm, seed, prev, dose), g in long.groupby(["arm", "seed_size", "prevalence", "dose"], ):',
+        "pandas groupby sorts by default",
+    ),
+    (
+        "salient.dashboards.analysis",
+        '"delta": float(paired.mean()) if len(paired) else np.nan,',
+        '"delta": float(paired.mean()) if (len(paired)) or True else np.nan,',
+        "the mean of an empty Series is NaN too",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'frame = frame.sort_values(["arm", "prevalence", "seed_size"], key=natural_order).reset_index(drop=True)',
+        'frame = frame.sort_values(["arm", "prevalence", "seed_size"], key=natural_order).reset_index(drop=None)',
+        "the old index comes back as a column that frame[columns] leaves out",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'frame = frame.sort_values(["arm", "prevalence", "seed_size"], key=natural_order).reset_index(drop=True)',
+        'frame = frame.sort_values(["arm", "prevalence", "seed_size"], key=natural_order).reset_index(drop=False)',
+        "the old index comes back as a column that frame[columns] leaves out",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'first = frame.groupby(["arm", "prevalence"], dropna=False)["therapeutic_dose"].transform(lambda s: s.iloc[0])',
+        'first = frame.groupby(["arm", "prevalence"], dropna=None)["therapeutic_dose"].transform(lambda s: s.iloc[0])',
+        "pandas reads dropna=None as False: the whole-set findings keep their group",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'return col.map(lambda v: (0, float(v), "") if _is_number(v) else (1, 0.0, str(v)))',
+        'return col.map(lambda v: (0, float(v), "XXXX") if _is_number(v) else (1, 0.0, str(v)))',
+        "numbers compare by value before this tie-breaker",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'return col.map(lambda v: (0, float(v), "") if _is_number(v) else (1, 0.0, str(v)))',
+        'return col.map(lambda v: (0, float(v), "") if _is_number(v) else (2, 0.0, str(v)))',
+        "labels still sort after numbers, by name",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'return col.map(lambda v: (0, float(v), "") if _is_number(v) else (1, 0.0, str(v)))',
+        'return col.map(lambda v: (0, float(v), "") if _is_number(v) else (1, 1.0, str(v)))',
+        "labels still sort after numbers, by name",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'long = frame[[*keys, *cols]].melt(id_vars=keys, value_vars=cols, var_name="stratum", value_name=metric)',
+        'long = frame[[*keys, *cols]].melt(id_vars=keys, value_vars=None, var_name="stratum", value_name=metric)',
+        "the frame holds only the keys and cols: melt takes every other column",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'long = frame[[*keys, *cols]].melt(id_vars=keys, value_vars=cols, var_name="stratum", value_name=metric)',
+        'long = frame[[*keys, *cols]].melt(id_vars=keys, var_name="stratum", value_name=metric)',
+        "the frame holds only the keys and cols: melt takes every other column",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'long = long.dropna(subset=[metric]).groupby([*keys, "stratum"], as_index=False)[metric].mean()',
+        'long = long.dropna(subset=[metric]).groupby([*keys, "stratum"], as_index=None)[metric].mean()',
+        "pandas reads as_index=None as False",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'long = long.dropna(subset=[metric]).groupby([*keys, "stratum"], as_index=False)[metric].mean()',
+        'long = long.dropna(subset=None).groupby([*keys, "stratum"], as_index=False)[metric].mean()',
+        "after the melt only the metric column can be missing",
+    ),
+    (
+        "salient.dashboards.analysis",
+        "getattr(row, metric) - base.get((row.seed_size, row.stratum), np.nan) for row in long.itertuples(index=False)",
+        "getattr(row, metric) - base.get((row.seed_size, row.stratum), np.nan) for row in long.itertuples(index=None)",
+        "rows are read by field name (row.seed_size ...), which an index field in front does not change",
+    ),
+    (
+        "salient.dashboards.analysis",
+        "getattr(row, metric) - base.get((row.seed_size, row.stratum), np.nan) for row in long.itertuples(index=False)",
+        "getattr(row, metric) - base.get((row.seed_size, row.stratum), np.nan) for row in long.itertuples(index=True)",
+        "rows are read by field name (row.seed_size ...), which an index field in front does not change",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'table = table.merge(p, on=keys, how="outer")',
+        'table = table.merge(p, on=None, how="outer")',
+        "the tables share exactly the key columns, which merge then joins on",
+    ),
+    (
+        "salient.dashboards.analysis",
+        'table = table.merge(p, on=keys, how="outer")',
+        'table = table.merge(p, how="outer")',
+        "the tables share exactly the key columns, which merge then joins on",
+    ),
+    (
+        "salient.dashboards.analysis",
+        "for r in curves.itertuples(index=False):",
+        "for r in curves.itertuples(index=None):",
+        "rows are read by field name (row.seed_size ...), which an index field in front does not change",
+    ),
+    (
+        "salient.dashboards.analysis",
+        "for r in curves.itertuples(index=False):",
+        "for r in curves.itertuples(index=True):",
+        "rows are read by field name (row.seed_size ...), which an index field in front does not change",
+    ),
+    (
+        "salient.dashboards.analysis",
+        "for row in table.itertuples(index=False):",
+        "for row in table.itertuples(index=None):",
+        "itertuples reads index=None as False",
+    ),
+    (
+        "salient.dashboards.significance",
+        'dose=trials["dose"].astype(float),',
+        'dose=trials["dose"].astype(None),',
+        "pandas reads astype(None) as float64, the same as astype(float)",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        "keep = np.array([r == role for r in self.role], dtype=bool)",
+        "keep = np.array([r == role for r in self.role], dtype=None)",
+        "a list of Python bools makes a bool array either way",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        "keep = np.array([r == role for r in self.role], dtype=bool)",
+        "keep = np.array([r == role for r in self.role], )",
+        "a list of Python bools makes a bool array either way",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        "body = int((subject.image > floor + 1e-6).sum())",
+        "body = int((subject.image >= floor + 1e-6).sum())",
+        "only a voxel exactly at the tolerance's edge (floor + 1e-6) changes side",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        'np.asarray(rows["label"], dtype=int),',
+        'np.asarray(rows["label"], dtype=None),',
+        "the list holds Python numbers of that type already (labels, subject_tvr's floats, tensor.tolist())",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        'np.asarray(rows["label"], dtype=int),',
+        'np.asarray(rows["label"], ),',
+        "the list holds Python numbers of that type already (labels, subject_tvr's floats, tensor.tolist())",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        'np.asarray(rows["tvr"], dtype=float),',
+        'np.asarray(rows["tvr"], dtype=None),',
+        "the list holds Python numbers of that type already (labels, subject_tvr's floats, tensor.tolist())",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        'np.asarray(rows["tvr"], dtype=float),',
+        'np.asarray(rows["tvr"], ),',
+        "the list holds Python numbers of that type already (labels, subject_tvr's floats, tensor.tolist())",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        'np.asarray(rows["score"], dtype=float),',
+        'np.asarray(rows["score"], dtype=None),',
+        "the list holds Python numbers of that type already (labels, subject_tvr's floats, tensor.tolist())",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        'np.asarray(rows["score"], dtype=float),',
+        'np.asarray(rows["score"], ),',
+        "the list holds Python numbers of that type already (labels, subject_tvr's floats, tensor.tolist())",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        'np.asarray(rows["max_slice"], dtype=float),',
+        'np.asarray(rows["max_slice"], dtype=None),',
+        "the list holds Python numbers of that type already (labels, subject_tvr's floats, tensor.tolist())",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        'np.asarray(rows["max_slice"], dtype=float),',
+        'np.asarray(rows["max_slice"], ),',
+        "the list holds Python numbers of that type already (labels, subject_tvr's floats, tensor.tolist())",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        "found = evaluate_subjects(part.label, part.score, ev.prevalences, bootstrap=0, **common)",
+        "found = evaluate_subjects(part.label, part.score, ev.prevalences, bootstrap=None, **common)",
+        "evaluate_subjects reads a falsy bootstrap as none",
+    ),
+    (
+        "salient.platform.stages.scoring",
+        "max_slice = evaluate_subjects(part.label, part.max_slice, ev.prevalences, bootstrap=0, **common)",
+        "max_slice = evaluate_subjects(part.label, part.max_slice, ev.prevalences, bootstrap=None, **common)",
+        "evaluate_subjects reads a falsy bootstrap as none",
+    ),
+    (
+        "salient.models.metrics",
+        "size = min(x.shape[-2:])",
+        "size = min(x.shape[+2:])",
+        "images and attention maps are (B, 1, H, W) tensors: shape[2:] is shape[-2:]",
+    ),
+    (
+        "salient.models.metrics",
+        'raise ValueError(f"MS-SSIM needs images of at least 16 px, got {tuple(x.shape[-2:])}")',
+        'raise ValueError(f"MS-SSIM needs images of at least 16 px, got {tuple(x.shape[+2:])}")',
+        "images and attention maps are (B, 1, H, W) tensors: shape[2:] is shape[-2:]",
+    ),
+    (
+        "salient.models.metrics",
+        "m = nn.functional.adaptive_max_pool2d(mask.float(), attention.shape[-2:])",
+        "m = nn.functional.adaptive_max_pool2d(mask.float(), attention.shape[+2:])",
+        "images and attention maps are (B, 1, H, W) tensors: shape[2:] is shape[-2:]",
+    ),
+    (
+        "salient.models.metrics",
+        "for scales in range(5, 0, -1):",
+        "for scales in range(5, 1, -1):",
+        "every size >= 16 px fits 2 scales (16 > 6 * 2): the loop never reaches 1 scale",
+    ),
+    (
+        "salient.models.metrics",
+        "s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))",
+        "s1, s2 = np.atleast_2d(np.cov(f1, rowvar=None)), np.atleast_2d(np.cov(f2, rowvar=False))",
+        "np.cov reads rowvar=None as False",
+    ),
+    (
+        "salient.models.metrics",
+        "s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))",
+        "s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=None))",
+        "np.cov reads rowvar=None as False",
+    ),
+    (
+        "salient.models.metrics",
+        "p.copy_(torch.randn(p.shape, generator=g) * (2.0 / max(p[0].numel(), 1)) ** 0.5)",
+        "p.copy_(torch.randn(p.shape, generator=g) * (2.0 / max(p[1].numel(), 1)) ** 0.5)",
+        "p[1] has p[0]'s shape for conv weights and biases alike",
+    ),
 )
 
 
@@ -636,6 +1195,12 @@ def _present(work: Path, modules: Sequence[str], strict: bool) -> tuple[list[str
     return kept, sorted(tests)
 
 
+#: mutmut forks a worker per mutant from a process that has already run torch. Forked, torch's
+#: OpenMP pool spins: a 0.3 s test burnt its whole CPU-time limit (13 s) and was reported as a
+#: timeout - counted as killed - whatever the mutant did. One thread per worker avoids it.
+_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def _mutmut(work: Path, args: Sequence[str], timeout_s: float | None) -> int:
     """Run mutmut in ``work`` in its own process group, so an interrupt stops every worker."""
     proc = subprocess.Popen(
@@ -645,7 +1210,7 @@ def _mutmut(work: Path, args: Sequence[str], timeout_s: float | None) -> int:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env={**os.environ, **_ENV},
     )
     try:
         out, _ = proc.communicate(timeout=timeout_s)
