@@ -272,6 +272,8 @@ class UCMTConfig:
         rampup_steps: sigmoid ramp-up length of ``unsup_weight``.
         umix_grid: UMix splits each image into ``umix_grid x umix_grid`` patches.
         umix_k: number of patches swapped per image (most uncertain <- most certain).
+        augment_shift, augment_flip, augment_noise: augmentation of the labeled slices and their
+            masks (as for the detector, see :mod:`salient.models.augment`).
     """
 
     __pydantic_config__ = _FORBID_EXTRA
@@ -285,6 +287,9 @@ class UCMTConfig:
     rampup_steps: int = 100
     umix_grid: int = 4
     umix_k: int = 2
+    augment_shift: int = 4
+    augment_flip: bool = True
+    augment_noise: float = 0.03
     lr: float = 1e-3
     train_steps: int = 200
     batch_size: int = 8
@@ -296,6 +301,9 @@ class UCMTConfig:
             raise ValueError("encoder_layers and encoder_widths must be positive")
         _probability("ema_decay", self.ema_decay)
         _non_negative("unsup_weight", self.unsup_weight)
+        if self.augment_shift < 0:
+            raise ValueError(f"augment_shift must be >= 0, got {self.augment_shift!r}")
+        _non_negative("augment_noise", self.augment_noise)
         if self.umix_grid < 2:
             raise ValueError(f"umix_grid must be >= 2, got {self.umix_grid!r}")
         if not 0 <= self.umix_k <= self.umix_grid**2 // 2:
@@ -331,6 +339,13 @@ class DetectorConfig:
         steps: optimiser steps of the ``matched`` schedule.
         epochs: passes of the ``epochs`` schedule.
         neg_per_pos: negatives per positive (both schedules).
+        augment_shift: random translation of each training slice (and its mask) by up to this
+            many pixels in each direction (padding with air, -1); 0 turns it off.
+        augment_flip: random left-right flip of each training slice (and its mask).
+        augment_noise: standard deviation of Gaussian noise added to each training slice
+            (intensities in [-1, 1]); 0 turns it off. Without augmentation the tiny detector
+            memorises the few seed lesions (training loss ~0, test slice AUROC ~0.6 on the
+            phantom with 30 seed positives); with it, ~0.9 (benchmarks/learning_curve.py).
     """
 
     __pydantic_config__ = _FORBID_EXTRA
@@ -346,6 +361,9 @@ class DetectorConfig:
     schedule: Literal["matched", "epochs"] = "matched"
     steps: int = 200
     neg_per_pos: float = 1.0
+    augment_shift: int = 4
+    augment_flip: bool = True
+    augment_noise: float = 0.03
     lr: float = 1e-3
     weight_decay: float = 1e-4
     epochs: int = 4
@@ -353,6 +371,9 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         _require_finite(self)
+        if self.augment_shift < 0:
+            raise ValueError(f"augment_shift must be >= 0, got {self.augment_shift!r}")
+        _non_negative("augment_noise", self.augment_noise)
         if any(n < 1 for n in self.layers) or any(w < 1 for w in self.widths):
             raise ValueError(f"layers and widths must be positive, got {self.layers}, {self.widths}")
         _non_negative("align_weight", self.align_weight)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from salient.models.augment import augment
 from salient.models.backbone import ResNetEncoder
 from salient.models.configs import DetectorConfig
 from salient.models.training import ResumableTrainer
@@ -27,6 +28,7 @@ __all__ = [
     "MaskGuidedAttention",
     "MaskGuidedResNet",
     "attention_alignment_loss",
+    "augment",
     "balanced_indices",
     "focal_loss",
 ]
@@ -99,9 +101,13 @@ class MaskGuidedResNet(nn.Module):
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Per-slice embeddings (N, embed_dim) for the subject aggregator (2048-D at ResNet-50)."""
+        """Per-slice embeddings (N, embed_dim) for the subject aggregator (2048-D at ResNet-50),
+        computed on the model's device and returned on the CPU."""
         self.eval()
-        return torch.cat([self.features(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)])
+        device = self.fc.weight.device
+        return torch.cat(
+            [self.features(x[i : i + batch_size].to(device))[0].cpu() for i in range(0, len(x), batch_size)]
+        )
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         logits, att = self(x)
@@ -169,6 +175,7 @@ class DetectorTrainer(ResumableTrainer):
         masks: torch.Tensor,
         seed: int = 0,
         synthetic: torch.Tensor | None = None,
+        device: str | torch.device = "cpu",
     ):
         if not images.shape[0] == labels.shape[0] == masks.shape[0]:
             raise ValueError(
@@ -177,7 +184,8 @@ class DetectorTrainer(ResumableTrainer):
         torch.manual_seed(seed)
         self.cfg, self.images, self.labels, self.masks = cfg, images, labels.float(), masks.float()
         self.synthetic = torch.zeros(len(labels), dtype=torch.bool) if synthetic is None else synthetic.bool()
-        self.model = MaskGuidedResNet(cfg)
+        self.device = torch.device(device)
+        self.model = MaskGuidedResNet(cfg).to(self.device)  # the data stays on the CPU; batches move
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         matched = cfg.schedule == "matched"
         self._progress = "step" if matched else "epoch"
@@ -201,7 +209,16 @@ class DetectorTrainer(ResumableTrainer):
         self.seen = {"real_positive": 0, "synthetic_positive": 0, "negative": 0}
 
     def _update(self, b: torch.Tensor) -> float:
-        terms = self.model.loss(self.images[b], self.labels[b], self.masks[b])
+        cfg = self.cfg
+        x, m = augment(
+            self.images[b],
+            self.masks[b],
+            self.generator,
+            shift=cfg.augment_shift,
+            flip=cfg.augment_flip,
+            noise=cfg.augment_noise,
+        )
+        terms = self.model.loss(x.to(self.device), self.labels[b].to(self.device), m.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.optimizer.step()
@@ -271,10 +288,13 @@ class DetectorTrainer(ResumableTrainer):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Slice probabilities (N,)."""
+        """Slice probabilities (N,), on the CPU."""
         self.model.eval()
         return torch.cat(
-            [torch.sigmoid(self.model(images[i : i + batch_size])[0]) for i in range(0, len(images), batch_size)]
+            [
+                torch.sigmoid(self.model(images[i : i + batch_size].to(self.device))[0]).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
         )
 
     def _checkpoint_modules(self) -> dict[str, nn.Module]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from monai.networks.blocks import SimpleASPP
+from salient.models.augment import augment
 from salient.models.backbone import ResNetEncoder
 from salient.models.configs import UCMTConfig
 from salient.models.distributed import DataParallel, world
@@ -215,7 +216,19 @@ class UCMTTrainer(ResumableTrainer):
             li_all = self._draw(self.labeled[0].shape[0])
             ui_all = self._draw(self.unlabeled.shape[0])
             li, ui = dp.mine(li_all), dp.mine(ui_all)  # this rank's share (all of it on one worker)
-            xl, yl = self.labeled[0][li].to(dev), self.labeled[1][li].to(dev)
+            # Augment the whole global batch on every worker (the same draws everywhere, so the
+            # shared generator stays in step), then keep this worker's share.
+            cfg = self.cfg
+            xl, yl = augment(
+                self.labeled[0][li_all],
+                self.labeled[1][li_all],
+                self.generator,
+                shift=cfg.augment_shift,
+                flip=cfg.augment_flip,
+                noise=cfg.augment_noise,
+            )
+            xl, yl = dp.mine(xl), dp.mine(yl)
+            xl, yl = xl.to(dev), yl.to(dev)
             xu = self.unlabeled[ui].to(dev)
             with torch.no_grad():
                 t_prob = torch.sigmoid(self.teacher.module(xu))
