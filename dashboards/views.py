@@ -31,7 +31,7 @@ from salient.dashboards.links import EXPERIMENT_COLUMN, RUN_COLUMN, run_links
 from salient.dashboards.significance import Finding, dose_findings, paired_gains
 from salient.dashboards.training_figure import training_curves_figure
 
-__all__ = ["StudyView", "analysis_settings", "build_view", "findings_table", "trials_table"]
+__all__ = ["StudyView", "analysis_settings", "build_view", "findings_table", "is_short", "short_doses", "trials_table"]
 
 #: Search-space values the platform logs that are not sampled hyper-parameters.
 _NOT_SAMPLED = {"dose", "seed_size", "repeat", "trial", "run_id", names.PARAM_ARM}
@@ -143,6 +143,27 @@ def _roi_hu(images: np.ndarray, masks: np.ndarray, window: np.ndarray) -> np.nda
     return (np.asarray(images, dtype=np.float32)[masks > 0] + 1.0) / 2.0 * (high - low) + low
 
 
+def is_short(results: pd.DataFrame) -> pd.Series:
+    """Trials whose dose could not be filled: their pool (or, for the real control, the cohort's
+    spare lesion slices) held fewer slices than the dose asked for. Their points are not the dose
+    they name, so curves and findings leave them out (and say so)."""
+    if not {names.N_ADDED, names.N_ADDED_REQUESTED} <= set(results.columns):
+        return pd.Series(False, index=results.index)
+    return results[names.N_ADDED].astype(float) < results[names.N_ADDED_REQUESTED].astype(float)
+
+
+def short_doses(results: pd.DataFrame) -> list[str]:
+    """A note per trial :func:`is_short` leaves out."""
+    short = results[is_short(results)]
+    return [
+        f"trial {row.get('trial', '?')} (dose {row.get('dose', '?')}, seed size {row.get('seed_size', '?')}"
+        + (f", {row[names.PARAM_ARM]} control" if isinstance(row.get(names.PARAM_ARM), str) else "")
+        + f"): {int(row[names.N_ADDED])} of {int(row[names.N_ADDED_REQUESTED])} slices added - the source ran short "
+        "(pairs that failed the pair or placement check are never used); left out of the curves and findings"
+        for row in short.to_dict("records")
+    ]
+
+
 def build_view(
     results: pd.DataFrame,
     study_params: Mapping[str, Any] | None = None,
@@ -169,6 +190,8 @@ def build_view(
         return view
     view.links = run_links(results, mlflow_ui) if EXPERIMENT_COLUMN in results.columns else {}
     links = view.links
+    view.notes += short_doses(results)
+    results = results[~is_short(results)]
     has_curves = "dose" in results.columns and bool(prevalences(results))
     all_trials = results
     cell = [c for c in ("arm", "seed_size", "dose", "repeat") if c in results.columns]

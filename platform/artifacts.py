@@ -62,7 +62,8 @@ def sample_grid_png(pool: Mapping[str, torch.Tensor], path: Path, n: int = 8, sc
 def write_preview(result: Any, hu_window: tuple[float, float], path: Path, real: bool = True) -> Path:
     """Save a trial's preview slices as (N, H, W) float16/uint8 arrays: ``real_image``,
     ``real_mask`` (seed lesion slices, only if ``real``) and, with synthetic data, ``synthetic_image``,
-    ``synthetic_mask`` (the UCMT pseudo-label it trained with); ``hu_window`` maps [-1, 1] to HU."""
+    ``synthetic_mask`` (the UCMT pseudo-label it trained with) and ``synthetic_condition`` (the
+    MaskVAE3D mask it was synthesised for); ``hu_window`` maps [-1, 1] to HU."""
     arrays: dict[str, np.ndarray] = {"hu_window": np.asarray(hu_window, dtype=np.float32)}
     if real and result.real_preview is not None:  # see salient.platform.privacy
         arrays["real_image"] = result.real_preview["image"][:, 0].numpy().astype(np.float16)
@@ -70,6 +71,7 @@ def write_preview(result: Any, hu_window: tuple[float, float], path: Path, real:
     if result.preview is not None and len(result.preview["image"]):
         arrays["synthetic_image"] = result.preview["image"][:, 0].numpy().astype(np.float16)
         arrays["synthetic_mask"] = result.preview["pseudo_mask"][:, 0].numpy().astype(np.uint8)
+        arrays["synthetic_condition"] = result.preview["cond_mask"][:, 0].numpy().astype(np.uint8)
     np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
     return path
 

@@ -3,7 +3,7 @@
 The driver hands every finished trial to :meth:`TrialLog.log`. A trial MLflow cannot take (the
 server is down or restarting) is kept and retried by :meth:`TrialLog.flush` for a while after the
 trials; whatever is still unlogged then is named in a :class:`TrackingUnavailableError` (its
-result stays in the Tune checkpoint, the stage cache and ``results.csv``, and a rerun logs it
+result stays in the trial store, the stage cache and ``studies/NAME/results.csv``, and a rerun logs it
 without retraining). Logging is idempotent (a trial already logged is recognised by its key).
 """
 
@@ -17,6 +17,8 @@ from typing import Any
 
 from salient.dashboards import names
 from salient.platform.outcome import TrialOutcome
+from salient.platform.stage_cache import StageCache, StageKey
+from salient.platform.stages.base import LOSS_HISTORY
 from salient.platform.tracking import TRACKING_ERRORS, Tracker
 
 __all__ = ["TrackingUnavailableError", "TrialLog", "short_error"]
@@ -49,8 +51,14 @@ class TrialLog:
     say: where to tell the user that MLflow went away or came back (one line each).
     """
 
-    def __init__(self, tracker: Tracker, provenance: Mapping[str, Any], say: Callable[[str], None]):
-        self.tracker, self.provenance, self.say = tracker, dict(provenance), say
+    def __init__(
+        self,
+        tracker: Tracker,
+        provenance: Mapping[str, Any],
+        say: Callable[[str], None],
+        cache: StageCache | None = None,
+    ):
+        self.tracker, self.provenance, self.say, self.cache = tracker, dict(provenance), say, cache
         self.logged: set[str] = set(tracker.logged_trials())
         self.pending: dict[str, TrialOutcome] = {}  # by trial key, in the order they failed
         self.seconds = 0.0  # spent talking to MLflow
@@ -65,6 +73,17 @@ class TrialLog:
             **{f"{names.PARAM_STAGE_KEY_PREFIX}{k}": v for k, v in o.stage_keys.items()},
         }
 
+    def curves(self, o: TrialOutcome) -> dict[str, list[float]]:
+        """Each stage's training loss curve (from its stage-cache meta) as ``train_loss.<stage>``."""
+        out: dict[str, list[float]] = {}
+        for stage, key in o.stage_keys.items():
+            if self.cache is None:
+                break
+            stage_key = StageKey(*key.split("/", 1))
+            if self.cache.has(stage_key) and (curve := self.cache.meta(stage_key).get(LOSS_HISTORY)):
+                out[names.TRAIN_LOSS_PREFIX + stage] = [float(v) for v in curve]
+        return out
+
     def log(self, o: TrialOutcome) -> None:
         """Log one finished trial (once); keep it for :meth:`flush` if MLflow is unavailable."""
         if o.trial_key in self.logged:
@@ -74,7 +93,9 @@ class TrialLog:
         artifacts = [folder / a for a in ARTIFACTS] if folder is not None else []
         start = time.perf_counter()
         try:
-            self.tracker.log_trial(o.trial_key, o.trial_id, self.params(o), o.metrics, tags, artifacts)
+            self.tracker.log_trial(
+                o.trial_key, o.trial_id, self.params(o), o.metrics, tags, artifacts, histories=self.curves(o)
+            )
         except TRACKING_ERRORS as exc:  # the server is down: keep the result, log it later
             if o.trial_key not in self.pending:
                 self.pending[o.trial_key] = o

@@ -20,8 +20,9 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Same CPU setting as trial workers (salient.platform.torch_runtime.configure_torch): torch 2.13's
-    # oneDNN AVX-512 1x1-conv backward kernel segfaults on some inputs.
+    # The trial workers' torch setup (salient.platform.torch_runtime.configure_torch): oneDNN on,
+    # with its broken AVX-512 1x1 backward kernel routed around; the threads pytest already has.
     import torch
+    from salient.platform.torch_runtime import configure_torch
 
-    torch.backends.mkldnn.enabled = False
+    configure_torch(torch.get_num_threads())

@@ -53,6 +53,10 @@ class PhantomSubject:
     label: int
     tvr: float
     tvr_class: str
+    #: anatomy masks (x, y, z) uint8: the body and the mediastinal fat where hematomas are drawn
+    #: (without heart and aorta); not written to the cohort, for checks of lesion placement
+    body: np.ndarray | None = None
+    mediastinum: np.ndarray | None = None
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
@@ -146,7 +150,9 @@ def draw_subject(spec: PhantomSpec, index: int, label: int, tvr_class: str | Non
     vol[~body] = HU["air"] + 5.0 * rng.standard_normal(int((~body).sum()))
     tvr = float(mask.sum() / max(body.sum(), 1))
     image = np.clip(np.round(vol), -1024, 3071).astype(np.int16)
-    return PhantomSubject(f"phantom_{index:04d}", image, mask, label, tvr, tvr_class or "")
+    return PhantomSubject(
+        f"phantom_{index:04d}", image, mask, label, tvr, tvr_class or "", body.astype(np.uint8), medi.astype(np.uint8)
+    )
 
 
 def _hematoma(

@@ -27,7 +27,7 @@ from salient.models.configs import AggregatorConfig, DetectorConfig
 from salient.models.detector import MaskGuidedResNet
 from salient.models.metrics import attention_overlap
 from salient.platform.stages import AGGREGATOR, DETECTOR
-from salient.platform.stages.base import Output, Stage, StageRun
+from salient.platform.stages.base import LOSS_HISTORY, Output, Stage, StageRun, loss_curve, stage_device
 from salient.platform.stages.detector import detector_input
 from salient.platform.stages.slices import SliceSet
 
@@ -45,7 +45,7 @@ def subject_embeddings(
     """Per subject: its slice embeddings (n_slices, F) in slice order, and its max slice probability."""
     emb = det.embed(detector_input(cfg, data))
     with torch.no_grad():  # the slice head on the same embeddings: no second pass over the slices
-        prob = torch.sigmoid(det.fc(emb).squeeze(1))
+        prob = torch.sigmoid(det.fc(emb.to(det.fc.weight.device)).squeeze(1)).cpu()
     subj = np.asarray(data.subject)
     seqs = [emb[torch.from_numpy(subj == sid)] for sid in ids]
     max_slice = torch.stack([prob[torch.from_numpy(subj == sid)].max() for sid in ids])
@@ -81,7 +81,7 @@ def train_aggregator(
     per subject in ``validation_ids`` / ``test_ids`` order."""
     det = MaskGuidedResNet(det_cfg)
     det.load_state_dict(det_state)
-    det.eval()
+    det = det.to(stage_device()).eval()  # embeddings come back on the CPU, where the aggregator trains
     labels = validation_labels.long()
     k = min(folds, int((labels == 1).sum()), int((labels == 0).sum()))
     if k < 2:
@@ -107,13 +107,15 @@ def train_aggregator(
     overlap = float("nan")
     if lesion.any():
         with torch.no_grad():
-            _, att = det(detector_input(det_cfg, test)[lesion][:SALIENCY_SLICES])
-        overlap = float(np.mean(attention_overlap(att[-1], test.mask[lesion][:SALIENCY_SLICES])))
+            _, att = det(detector_input(det_cfg, test)[lesion][:SALIENCY_SLICES].to(det.fc.weight.device))
+        overlap = float(np.mean(attention_overlap(att[-1].cpu(), test.mask[lesion][:SALIENCY_SLICES])))
     outputs = {
         "validation": {"scores": val_scores, "max_slice": val_max},
         "test": {"scores": test_scores, "max_slice": test_max},
     }
-    return outputs, {"loss": history, "folds": k, "steps": steps, "attention_overlap": overlap}
+    # the folds' curves, averaged epoch by epoch
+    curve = loss_curve([float(np.mean(epoch)) for epoch in zip(*history, strict=True)])
+    return outputs, {LOSS_HISTORY: curve, "folds": k, "steps": steps, "attention_overlap": overlap}
 
 
 def _run(run: StageRun) -> Output:

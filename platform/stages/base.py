@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from salient.models.training import ResumableTrainer
 from salient.platform.cohort.prepare import LoadedCohort
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINTS_PER_STAGE",
+    "LOSS_HISTORY",
     "Checkpoints",
     "Stage",
     "StageEvent",
@@ -32,11 +34,40 @@ __all__ = [
     "TrialData",
     "derive_seed",
     "lesion_slice_count",
+    "loss_curve",
+    "on_cpu",
+    "stage_device",
 ]
 
 CHECKPOINTS_PER_STAGE = 5  # partial-state saves per stage: a retried stage loses at most 1/5
 
 Output = tuple[Any, dict[str, Any]]  # (tensors to cache, JSON-able meta)
+
+
+#: Stage-meta key of the training loss curve (one value per step or epoch, at most MAX_CURVE_POINTS).
+LOSS_HISTORY = "loss_history"
+MAX_CURVE_POINTS = 500
+
+
+def loss_curve(values: Sequence[float]) -> list[float]:
+    """A training loss curve small enough to log: at most :data:`MAX_CURVE_POINTS` values, each the
+    mean of a run of consecutive steps (so the curve's shape survives, not every 7th step)."""
+    values = [float(v) for v in values]
+    if len(values) <= MAX_CURVE_POINTS:
+        return values
+    bins = np.array_split(np.asarray(values), MAX_CURVE_POINTS)
+    return [float(b.mean()) for b in bins]
+
+
+def stage_device() -> torch.device:
+    """Where a stage computes: the GPU Ray gave its task (``resources.stages.<stage>.gpus`` > 0 makes
+    Ray set CUDA_VISIBLE_DEVICES), else the CPU. Outputs are always cached on the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def on_cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with every tensor on the CPU (what the stage cache stores)."""
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 def derive_seed(*parts: object) -> int:

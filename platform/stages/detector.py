@@ -24,8 +24,19 @@ import torch
 from salient.models.configs import DetectorConfig
 from salient.models.detector import DetectorTrainer
 from salient.platform.stages import DETECTOR, POOL
-from salient.platform.stages.base import Checkpoints, Output, Stage, StageRun, derive_seed
+from salient.platform.stages.base import (
+    LOSS_HISTORY,
+    Checkpoints,
+    Output,
+    Stage,
+    StageRun,
+    derive_seed,
+    loss_curve,
+    on_cpu,
+    stage_device,
+)
 from salient.platform.stages.slices import SliceSet, slice_set
+from salient.platform.study.schema import REAL_ARM, SHUFFLED_ARM
 
 if TYPE_CHECKING:
     from salient.platform.stages.trial import TrialPlan
@@ -55,7 +66,7 @@ def added_positives(run: StageRun) -> dict[str, torch.Tensor] | None:
     n = plan.n_synthetic
     if n == 0:
         return None
-    if plan.arm == "real":
+    if plan.arm == REAL_ARM:
         extra = slice_set(run.cohort.subjects, plan.extra_real, plan.stages.diffusion.neighbour_offsets)
         lesion = torch.nonzero(extra.has_lesion).flatten()
         order = torch.randperm(len(lesion), generator=torch.Generator().manual_seed(run.seed))
@@ -69,7 +80,7 @@ def added_positives(run: StageRun) -> dict[str, torch.Tensor] | None:
     pool = run.inputs[POOL]
     added = {"image": pool["image"][:n], "triplet": pool["triplet"][:n], "mask": pool["pseudo_mask"][:n]}
     added["block"] = pool["block"][:n] if "block" in pool else torch.full((len(added["image"]),), -1)
-    if plan.arm == "shuffled" and len(added["mask"]) >= 2:
+    if plan.arm == SHUFFLED_ARM and len(added["mask"]) >= 2:
         perm = derangement(len(added["mask"]), torch.Generator().manual_seed(derive_seed(run.seed, "shuffle")))
         added["mask"] = added["mask"][perm]
     return added
@@ -91,10 +102,10 @@ def train_detector(
         n_added = len(xs)
         x, y, m = torch.cat([x, xs]), torch.cat([y, torch.ones(n_added)]), torch.cat([m, added["mask"]])
     is_added = torch.cat([torch.zeros(len(real), dtype=torch.bool), torch.ones(n_added, dtype=torch.bool)])
-    trainer = DetectorTrainer(cfg, x, y, m, seed=seed, synthetic=is_added)
+    trainer = DetectorTrainer(cfg, x, y, m, seed=seed, synthetic=is_added, device=stage_device())
     history = trainer.train(on_epoch=checkpoints.attach(trainer, trainer.total) if checkpoints else None)
     n_neg = int((y <= 0.5).sum())
-    return {"model": trainer.model.state_dict()}, {
+    return {"model": on_cpu(trainer.model.state_dict())}, {
         "n_slices": len(x),
         "n_added": n_added,
         "n_added_blocks": len({int(b) for b in added["block"].tolist() if b >= 0}) if added is not None else 0,
@@ -103,7 +114,7 @@ def train_detector(
         "added_positive_seen": trainer.seen["synthetic_positive"],
         "negative_seen": trainer.seen["negative"],
         "negative_available": n_neg,
-        "loss": history,
+        LOSS_HISTORY: loss_curve(history),
     }
 
 
@@ -117,7 +128,7 @@ def _config(plan: TrialPlan) -> Any:
 
 def _data(plan: TrialPlan) -> dict[str, Any]:
     data: dict[str, Any] = {"data": plan.split.labeled, "n_synthetic": plan.n_synthetic, "arm": plan.arm}
-    if plan.arm == "real" and plan.n_synthetic:
+    if plan.arm == REAL_ARM and plan.n_synthetic:
         data["extra_real"] = plan.extra_real
     return data
 

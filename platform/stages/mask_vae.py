@@ -10,7 +10,7 @@ import torch
 from salient.models.configs import MaskVAEConfig
 from salient.models.mask_vae import MaskVAE3D, MaskVAETrainer, mask_to_volume
 from salient.platform.stages import MASK_VAE
-from salient.platform.stages.base import Checkpoints, Output, Stage, StageRun
+from salient.platform.stages.base import LOSS_HISTORY, Checkpoints, Output, Stage, StageRun, loss_curve
 
 if TYPE_CHECKING:
     from salient.platform.stages.trial import TrialPlan
@@ -31,6 +31,7 @@ def train_mask_vae(
     return {"ema": trainer.ema.module.state_dict()}, {
         "n_volumes": len(vols),
         "final_loss": losses[-1] if losses else None,
+        LOSS_HISTORY: loss_curve(losses),
     }
 
 

@@ -1,5 +1,10 @@
 """Pool stage: the synthetic pairs of one generator, drawn once for the study's largest dose.
 
+Only pairs whose UCMT pseudo-label agrees with the conditioning mask (Dice >=
+``protocol.min_pair_dice``) are kept; how many were drawn and rejected, and why, is recorded, and
+a dose is never filled with rejected pairs (the pool falls short instead, and the trial's
+``n_added_slices`` says by how much).
+
 The pool also records how real it looks next to the seed's lesion slices (mask fidelity of the
 UCMT pseudo-labels vs the conditioning masks, Frechet distance, MS-SSIM, wavelet band energies)
 and the :class:`~salient.platform.stages.generator.GeneratorRecord` that ``platform synth`` uses
@@ -16,8 +21,8 @@ import numpy as np
 import torch
 from salient.models.metrics import band_energy_stats, dice_score, frechet_distance, ms_ssim, random_conv_extractor
 from salient.platform.stages import DIFFUSION, MASK_VAE, POOL, UCMT
-from salient.platform.stages.base import Output, Stage, StageRun
-from salient.platform.stages.generator import GeneratorRecord, lesion_extents, synthesize_pool
+from salient.platform.stages.base import Output, Stage, StageRun, stage_device
+from salient.platform.stages.generator import GeneratorRecord, Placement, lesion_extents, synthesize_pool
 
 if TYPE_CHECKING:
     from salient.platform.stages.trial import TrialPlan
@@ -52,7 +57,7 @@ def _run(run: StageRun) -> Output:
     plan, subjects, split, stages = run.plan, run.cohort.subjects, run.plan.split, run.plan.stages
     hosts = [subjects[s] for s in split.train_negative] or [subjects[s] for s in split.seed_positive]
     extents = lesion_extents([subjects[s].mask for s in split.seed_positive])
-    pool = synthesize_pool(
+    pool, counts = synthesize_pool(
         stages.diffusion,
         run.inputs[DIFFUSION]["ema"],
         stages.mask_vae,
@@ -63,8 +68,11 @@ def _run(run: StageRun) -> Output:
         extents,
         plan.n_pool,
         run.seed,
+        min_pair_dice=plan.study.protocol.min_pair_dice,
+        placement=placement(plan),
+        device=stage_device(),
     )
-    meta = realism(pool, run.data.seed_lesions.image)
+    meta = {**realism(pool, run.data.seed_lesions.image), **counts}
     meta["generator"] = GeneratorRecord(
         mask_vae=str(plan.keys[MASK_VAE]),
         diffusion=str(plan.keys[DIFFUSION]),
@@ -78,8 +86,22 @@ def _run(run: StageRun) -> Output:
     return pool, meta
 
 
+def placement(plan: TrialPlan) -> Placement | None:
+    """The study's placement rule for lesion masks in healthy hosts (None: anywhere)."""
+    protocol = plan.study.protocol
+    if protocol.placement_hu is None:
+        return None
+    return Placement.from_hu(protocol.placement_hu, plan.study.cohort.preprocessing.hu_window, protocol.placement_share)
+
+
 def _config(plan: TrialPlan) -> Any:
-    return {"guidance": dataclasses.asdict(plan.stages.diffusion.guidance), "n": plan.n_pool}
+    protocol = plan.study.protocol
+    return {
+        "guidance": dataclasses.asdict(plan.stages.diffusion.guidance),
+        "n": plan.n_pool,
+        "min_pair_dice": protocol.min_pair_dice,
+        "placement": [protocol.placement_hu, protocol.placement_share],
+    }
 
 
 STAGE = Stage(

@@ -17,7 +17,17 @@ from salient.models.configs import UCMTConfig
 from salient.models.ucmt import UCMTTrainer
 from salient.platform.cohort.preprocess import PreprocessedSubject
 from salient.platform.stages import UCMT
-from salient.platform.stages.base import Checkpoints, Output, Stage, StageRun, derive_seed
+from salient.platform.stages.base import (
+    LOSS_HISTORY,
+    Checkpoints,
+    Output,
+    Stage,
+    StageRun,
+    derive_seed,
+    loss_curve,
+    on_cpu,
+    stage_device,
+)
 from salient.platform.stages.slices import SliceSet
 
 if TYPE_CHECKING:
@@ -55,15 +65,22 @@ def unlabeled_cap(n_lesion_slices: int) -> int:
 
 
 def train_ucmt(
-    cfg: UCMTConfig, labeled: SliceSet, unlabeled: torch.Tensor, seed: int, checkpoints: Checkpoints | None = None
+    cfg: UCMTConfig,
+    labeled: SliceSet,
+    unlabeled: torch.Tensor,
+    seed: int,
+    checkpoints: Checkpoints | None = None,
+    device: torch.device | None = None,
 ) -> Output:
-    """Train the students and EMA teacher; output ``{"teacher": state_dict}``."""
-    trainer = UCMTTrainer(cfg, (labeled.image, labeled.mask), unlabeled, seed=seed)
+    """Train the students and EMA teacher (on ``device``, default the CPU); output
+    ``{"teacher": state_dict}`` on the CPU."""
+    trainer = UCMTTrainer(cfg, (labeled.image, labeled.mask), unlabeled, seed=seed, device=device or "cpu")
     losses = trainer.train(on_step=checkpoints.attach(trainer, cfg.train_steps) if checkpoints else None)
-    return {"teacher": trainer.teacher.module.state_dict()}, {
+    return {"teacher": on_cpu(trainer.teacher.module.state_dict())}, {
         "n_labeled": len(labeled),
         "n_unlabeled": int(unlabeled.shape[0]),
         "final_loss": losses[-1] if losses else None,
+        LOSS_HISTORY: loss_curve(losses),
     }
 
 
@@ -76,7 +93,7 @@ def _run(run: StageRun) -> Output:
         unlabeled_cap(plan.n_real_positive),
     )
     labeled = ucmt_labeled_slices(run.data.seed, derive_seed(study_seed, repeat, "ucmt-labeled"))
-    return train_ucmt(plan.stages.ucmt, labeled, unlabeled, run.seed, run.checkpoints)
+    return train_ucmt(plan.stages.ucmt, labeled, unlabeled, run.seed, run.checkpoints, stage_device())
 
 
 def _config(plan: TrialPlan) -> Any:

@@ -491,7 +491,8 @@ class RayClusterSpec(Frozen):
 
 
 #: Control arms a study may add beside its dose curve (see :class:`ProtocolSpec`).
-CONTROL_ARMS = ("real", "shuffled")
+REAL_ARM, SHUFFLED_ARM = "real", "shuffled"
+CONTROL_ARMS = (REAL_ARM, SHUFFLED_ARM)
 #: The arm of the dose curve itself: synthetic pairs from the study's generator.
 SYNTHETIC_ARM = "synthetic"
 
@@ -501,14 +502,40 @@ class ProtocolSpec(Frozen):
 
     ``dose_unit``: ``ratio`` (default): a dose d adds ``round(d x L)`` synthetic lesion slices, L
     = the lesion slices of the labeled seed; ``slices``: a dose d adds d slices.
-    ``controls``: for every dose > 0, ``real`` (positive control) adds the same number of *real*
-    lesion slices from training positives outside the seed (where the cohort has that many), and
+    ``controls``: for every dose > 0 (or each of ``control_doses``), ``real`` (positive control)
+    adds the same number of *real* lesion slices from training positives outside the seed (where
+    the cohort has that many), and
     ``shuffled`` (negative control) adds the same synthetic slices with their masks shuffled
     against the images. Both share the 0x detector of their seed size and repeat.
+    ``min_pair_dice``: see the field.
     """
 
     dose_unit: Literal["ratio", "slices"] = "ratio"
     controls: tuple[Literal["real", "shuffled"], ...] = ()
+    #: the doses the controls run at (each a dose > 0 of the grid); empty: every dose > 0. A control
+    #: costs a detector per dose, seed size and repeat: a benchmark on a budget runs them where
+    #: they are most telling.
+    control_doses: tuple[Annotated[float, Field(gt=0)], ...] = ()
+    #: a synthetic pair is kept only if its UCMT pseudo-label overlaps its conditioning mask with
+    #: at least this Dice. 0.5: the label must cover most of where the lesion was synthesised (at
+    #: 0.5 at least a third of the union is shared); a lower value lets a detector learn lesions
+    #: where the image has none. 0 turns the check off (every pair is kept, even one whose label
+    #: is empty).
+    min_pair_dice: float = Field(0.5, ge=0, le=1)
+    #: a synthetic lesion mask is put only where at least ``placement_share`` of its voxels fall on
+    #: host tissue between these HU (null: anywhere). (-130, 20): fat and fluid-like tissue - the
+    #: mediastinal fat a hematoma displaces - not lung or air, not enhanced vessels, heart or bone.
+    #: Without it, 20-45% of the masks a MaskVAE3D draws for one torso fall partly on another's
+    #: lung or heart (tests/platform/test_generator_signal.py).
+    placement_hu: tuple[float, float] | None = (-130.0, 20.0)
+    placement_share: float = Field(0.9, gt=0, le=1)
+
+    @field_validator("placement_hu")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"placement_hu must be (low, high) with low < high, got {list(v)}")
+        return v
 
     @field_validator("controls")
     @classmethod
@@ -541,6 +568,14 @@ class Study(Frozen):
     # exclude: limits are a guard, not content (dumps and every hash of the study leave them out)
     limits: LimitsSpec = Field(LimitsSpec(), exclude=True)
     output_dir: Path = Path("salient_runs")
+
+    @property
+    def results_dir(self) -> Path:
+        """``OUTPUT_DIR/studies/NAME``: this study's own result files (``results.csv``,
+        ``findings.json``). Studies may share an output folder (and so its stage cache, e.g. a
+        pixel-space arm reusing the 0x detectors of a wavelet study); their results must not
+        overwrite each other."""
+        return self.output_dir / "studies" / self.name
 
     @field_validator("name")
     @classmethod

@@ -33,6 +33,8 @@ STUDY = {
         "detector": {"steps": 4},
         "aggregator": {"epochs": 2},
     },
+    # untrained tiny models fail the pool QC; the QC itself is tested in test_generator_signal.py
+    "protocol": {"min_pair_dice": 0.0, "placement_hu": None},
     "search_space": {"dose": {"grid": [1.0]}, "seed_size": {"grid": [2]}},
     "evaluation": {
         "prevalences": [0.25, 0.5],

@@ -42,7 +42,8 @@ def test_real_slices_only_for_the_phantom_or_when_opted_in(tmp_path: Path) -> No
     assert not real_images_allowed(_study(tmp_path))
     assert real_images_allowed(_study(tmp_path, log_real_images=True))
     assert real_images_allowed(Study(name="p", output_dir=tmp_path))  # phantom cohort: nobody's scan
-    result = TrialResult({}, {}, "", 1, 0, None, {"image": torch.zeros(2, 1, 8, 8), "mask": torch.ones(2, 1, 8, 8)})
+    real = {"image": torch.zeros(2, 1, 8, 8), "mask": torch.ones(2, 1, 8, 8)}
+    result = TrialResult({}, {}, "", 1, 0, real_preview=real)
     with np.load(write_preview(result, (-160, 240), tmp_path / "a.npz", real=False)) as z:
         assert "real_image" not in z.files and list(z["hu_window"]) == [-160, 240]
     with np.load(write_preview(result, (-160, 240), tmp_path / "b.npz", real=True)) as z:

@@ -235,4 +235,6 @@ _STUDY: dict[str, Any] = {
     },
     "stages": {"diffusion": {"train_steps": 6, "base_channels": 8, "batch_size": 4}},
     "search_space": {"dose": {"grid": [1.0]}, "seed_size": {"grid": [2]}},
+    # untrained tiny models fail the pool QC; the QC itself is tested in test_generator_signal.py
+    "protocol": {"min_pair_dice": 0.0, "placement_hu": None},
 }

@@ -36,6 +36,8 @@ STUDY = {
         "phantom": {"n_subjects": 40, "n_positive": 16, "shape": [48, 48, 12], "spacing": [8.0, 8.0, 10.0], "seed": 4},
         "preprocessing": {"spacing": [8.0, 8.0, 10.0], "hu_window": [-1000, 1000], "roi": [32, 32, 12]},
     },
+    # untrained tiny models fail the pool QC; the QC itself is tested in test_generator_signal.py
+    "protocol": {"min_pair_dice": 0.0, "placement_hu": None},
     "search_space": {"dose": {"grid": [0.0, 2.0]}, "seed_size": {"grid": [2]}},
     "evaluation": {"prevalences": [0.25], "bootstrap": 40, "prevalence_draws": 3, "tvr_prevalence": 0.2},
 }

@@ -28,6 +28,8 @@ TINY_GENERATOR_STUDY = {
         "diffusion": {"train_steps": 2, "base_channels": 8, "guidance": {"sampling_steps": 2}},
         "ucmt": {"train_steps": 2},
     },
+    # untrained tiny models fail the pool QC; the QC itself is tested in test_generator_signal.py
+    "protocol": {"min_pair_dice": 0.0, "placement_hu": None},
     "search_space": {"dose": {"grid": [1.0]}, "seed_size": {"grid": [2]}},
     "sampler": {"name": "grid"},
     "evaluation": {"prevalences": [0.25], "test_fraction": 0.5, "bootstrap": 0, "prevalence_draws": 1},
