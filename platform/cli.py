@@ -17,6 +17,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -88,18 +89,14 @@ def _print_plan(console: Console, study_path: str) -> int:
 
     study = load_study(study_path)
     plan = build_plan(study)
+    if study.kind == "dose_response":  # what `run` refuses from the file alone
+        from salient.platform.pipeline import check_runnable
+
+        check_runnable(study, plan)
     if (problem := output_dir_owner_problem(study.output_dir)) is not None:  # what `run` would refuse
         raise PlatformError(f"{study_path}: {problem}")
     console.print(f"[bold]study[/] {_esc(study.name)}  ({_esc(study_path)})")
-    console.print(
-        f"cohort: {study.cohort.source}"
-        + (
-            f" {_esc(study.cohort.manifest)}"
-            if study.cohort.manifest
-            else f" (phantom: {study.cohort.phantom.n_subjects} subjects, {study.cohort.phantom.n_positive} positive, "
-            f"seed {study.cohort.phantom.seed})"
-        )
-    )
+    console.print(f"cohort: {_esc(study.cohort.describe())}")
     console.print(
         f"stage preset: {study.stages.preset}; sampler: {study.sampler.name}"
         + (f" ({plan.n_samples} draws per cell, seed {study.sampler.seed})" if plan.sampled else "")
@@ -280,20 +277,18 @@ def _cmd_dashboard(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+def _study_view(path: str, tracking_uri: str | None, mlflow_ui: str | None) -> tuple[Any, Any, str, Any, Any]:
+    """(study, its MLflow results source, study run id, results, view) of a study that has run."""
     from salient.dashboards.app import preview_for
-    from salient.dashboards.report import render_report
     from salient.dashboards.views import build_view
     from salient.platform.pipeline import find_study
     from salient.platform.results import MlflowResults
 
-    _check_output_file(args.output, "-o")
-    study, tracker, parent = find_study(args.study, args.tracking_uri)
-    uri = tracker.uri
+    study, tracker, parent = find_study(path, tracking_uri)
     if parent is None:
-        raise PlatformError(f"{args.study}: study {study.name} has no run at {uri}; run it first")
+        raise PlatformError(f"{path}: study {study.name} has no run at {tracker.uri}; run it first")
     run_id = parent.info.run_id
-    source = MlflowResults(uri)
+    source = MlflowResults(tracker.uri)
     results = source.results(run_id)
     view = build_view(
         results,
@@ -301,8 +296,40 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
         preview_for(source, results),
         source.scores(results),
         source.histories(results),
-        args.mlflow_ui,
+        mlflow_ui,
     )
+    return study, source, run_id, results, view
+
+
+def _add_comparison(view: Any, study_name: str, others: list[str], args: argparse.Namespace) -> None:
+    """Overlay the dose curves and validation gains of ``others`` (study files) on this study's."""
+    from salient.dashboards.compare import CompareInput, compare_dose_response, compare_gains
+
+    inputs = {study_name: CompareInput(view.results, view.findings, view.links)}
+    for path in others:
+        other, _, _, _, other_view = _study_view(path, args.tracking_uri, args.mlflow_ui)
+        if other.name in inputs:
+            raise PlatformError(f"--compare {path}: study name {other.name!r} is already in the report")
+        if other_view.results.empty or "dose-response" not in other_view.figures:
+            raise PlatformError(f"--compare {path}: study {other.name} has no dose-response curves to compare")
+        inputs[other.name] = CompareInput(other_view.results, other_view.findings, other_view.links)
+    # Comparison first: a report asked to compare is read for that comparison.
+    view.figures = {
+        "compare-dose-response": compare_dose_response(inputs),
+        "compare-gain": compare_gains(inputs),
+        **view.figures,
+    }
+    view.notes.append(f"Compared with: {', '.join(list(inputs)[1:])} (same axes, one colour per study).")
+
+
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from salient.dashboards.report import render_report
+
+    _check_output_file(args.output, "-o")
+    study, source, run_id, results, view = _study_view(args.study, args.tracking_uri, args.mlflow_ui)
+    uri = source.uri
+    if args.compare:
+        _add_comparison(view, study.name, args.compare, args)
     meta = {"study": study.name, "study file": args.study, "MLflow run": run_id, "tracking URI": uri}
     meta["finished trials"] = str(len(results))
     if progress := source.state(run_id).describe():
@@ -564,6 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="REPORT_HTML")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's embedded store)")
     p.add_argument("--mlflow-ui", type=_mlflow_ui, metavar="URL", help=_MLFLOW_UI_HELP)
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="STUDY",
+        help="other study files whose dose curves and validation gains are overlaid on this one's "
+        "(e.g. the pixel-space arm of the same benchmark); each must have run",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(

@@ -17,6 +17,7 @@ retrained or logged twice.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import tempfile
 import time
@@ -33,8 +34,9 @@ from rich.text import Text
 from salient.dashboards import names
 from salient.platform.hashing import content_hash
 from salient.platform.progress import progress_view
+from salient.platform.progress_tag import ProgressTag
 from salient.platform.run_lock import hold_output_dir
-from salient.platform.stage_cache import CODE_VERSION, StageCache
+from salient.platform.stage_cache import CODE_VERSION, StageCache, StageKey
 from salient.platform.stages import STAGE_NAMES
 from salient.platform.study import Plan, Study, build_plan, load_study
 from salient.platform.trial_log import TrackingUnavailableError, TrialLog, short_error
@@ -50,6 +52,8 @@ MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQ
 #: read as failures ("1 trial(s) failed", a FAILED study run). Without its handler Ctrl-C is a
 #: KeyboardInterrupt that marks the study run KILLED; a rerun resumes it like any stopped run.
 TUNE_SIGINT_DEFAULTS = {"TUNE_DISABLE_SIGINT_HANDLER": "1"}
+
+log = logging.getLogger(__name__)
 
 
 def study_key(study: Study) -> str:
@@ -86,7 +90,36 @@ def _resolve_trials(study: Study, plan: Plan, cohort: Any) -> dict[int, Any]:
 
     if plan.sampled:
         return {}
-    return {t.index: plan_trial(study, t.params, t.repeat, plan.pool_dose, cohort) for t in plan.trials}
+    resolved = {t.index: plan_trial(study, t.params, t.repeat, plan.pool_dose, cohort) for t in plan.trials}
+    for trial in resolved.values():
+        _check_real_control(study, trial, cohort)
+    return resolved
+
+
+def _check_real_control(study: Study, trial: Any, cohort: Any) -> None:
+    """Refuse a ``real`` control that the cohort cannot fill: it adds real lesion slices of training-side
+    positives outside the seed, and with fewer of them than the dose asks for, the control would
+    differ from the synthetic arm in count as well as in source (raises StudyError, exit 2)."""
+    from salient.platform.errors import StudyError
+    from salient.platform.stages.base import lesion_slice_count
+    from salient.platform.study.schema import REAL_ARM
+
+    if trial.arm != REAL_ARM or trial.n_synthetic == 0:
+        return
+    available = lesion_slice_count(cohort.subjects, trial.extra_real)
+    if available >= trial.n_synthetic:
+        return
+    dose, seed = trial.params.get("dose"), trial.params.get("seed_size")
+    most = available / max(trial.n_real_positive, 1)
+    raise StudyError.single(
+        study.source_file or "study",
+        "protocol.control_doses",
+        dose,
+        f"the real control at dose {dose} with seed size {seed} (repeat {trial.repeat}) adds "
+        f"{trial.n_synthetic} real lesion slices, but the training side has {available} outside the seed "
+        f"({len(trial.extra_real)} positive subject(s)): at most dose {most:.2f} there. List lower doses in "
+        "protocol.control_doses, or use a smaller seed size or a larger cohort",
+    )
 
 
 def _preview(study: Study, resolved: dict[int, Any], console: Console) -> tuple[list[str], list[str]]:
@@ -190,8 +223,11 @@ def run_study(
         os.environ.setdefault(name, value)
     started = time.perf_counter()
     study = load_study(study_path)  # the plan's size is counted and capped here, before it is built
+    check_runnable(study, build_plan(study))
     # One run per output folder, and only a folder that is the platform's: exit 2 before anything is written.
-    with hold_output_dir(study.output_dir, study.name):
+    from salient.platform.tune_adapter import ray_session
+
+    with hold_output_dir(study.output_dir, study.name), ray_session():
         return _run_held(study, study_path, tracking_uri, address, resume, console, started)
 
 
@@ -207,10 +243,8 @@ def _run_held(
     """``run_study`` once the output folder is held."""
     from salient.platform.cohort.prepare import load_cohort
     from salient.platform.tracking import TRACKING_ERRORS
-    from salient.platform.tune_adapter import check_scheduler
 
     plan = build_plan(study)
-    check_scheduler(study, plan)  # a search ASHA could not stop is refused before anything starts
     key = study_key(study)
     console.print(
         f"[bold]study[/] {study.name} ({escape(str(study_path))}): {plan.n_trials} trials, "
@@ -224,6 +258,7 @@ def _run_held(
     console.print(Text(f"MLflow tracking URI: {tracker.uri} (experiment {study.tracking.experiment or study.name})"))
     resolved = _resolve_trials(study, plan, cohort)
     _check_data_parallel(study, resolved)
+    _check_guidance_profile(study, cohort)
     trained, reused = _preview(study, resolved, console)
     params = _study_params(study, study_path, plan, key, cohort)
     parent, resumed = _start_study_run(tracker, study, key, params)
@@ -232,17 +267,29 @@ def _run_held(
     elif resumed:
         console.print(f"resuming study run {parent}: finished stages and trials are reused")
     provenance = {k: params[k] for k in (names.PARAM_GIT, names.PARAM_COHORT, names.PARAM_CODE_VERSION)}
-    trial_log = TrialLog(tracker, provenance, lambda line: console.print(Text(line, style="yellow")))
+    trial_log = TrialLog(
+        tracker,
+        provenance,
+        lambda line: console.print(Text(line, style="yellow")),
+        StageCache(study.output_dir / "stage_cache"),
+    )
     status = "FAILED"
+    progress_tag = ProgressTag(tracker, plan.n_trials)
     try:
-        with progress_view(console, plan) as on_event:  # live table on a terminal, plain lines in a log
+        with progress_view(console, plan) as view:  # live table on a terminal, plain lines in a log
+
+            def on_event(tune_id: str, state: str, info: dict[str, Any]) -> None:
+                view(tune_id, state, info)
+                progress_tag.event(tune_id, state, info)
+
             execution = _execute(study, plan, resolved, cohort, key, address, on_event, trial_log.log, timings)
+        progress_tag.push()
         outcomes, failed = execution.outcomes, execution.failed
         for o in outcomes:  # idempotent: trials logged as they finished are not logged again
             trial_log.log(o)
         if execution.stopped_early:
             console.print(f"{execution.stopped_early} sampled draw(s) stopped early by ASHA (not results)")
-        _after_trials(study, outcomes, console)
+        _after_trials(study, outcomes, console, tracker)
         _summary(console, study, outcomes)
         results_csv = _write_local_results(study, outcomes)  # kept even if MLflow never comes back
         trial_log.flush(float(os.environ.get(MLFLOW_WAIT_ENV, MLFLOW_WAIT_S)), results_csv)
@@ -347,6 +394,26 @@ def _shared_generators(study: Study, plan: Plan, cohort: Any) -> list[tuple[str,
     ]
 
 
+def check_runnable(study: Study, plan: Any) -> None:
+    """What ``platform run`` refuses from the study file alone (``validate`` says the same), before
+    the output folder is touched: a study of another kind, a search ASHA could not stop, a batch
+    the data-parallel workers do not divide (the trials' own batch sizes are checked again once
+    they are resolved)."""
+    from salient.platform.errors import StudyError
+    from salient.platform.tune_adapter import check_scheduler
+
+    if study.kind != "dose_response":
+        raise StudyError.single(
+            study.source_file or "study",
+            "kind",
+            study.kind,
+            "platform run runs dose-response studies; run a guidance_tuning study with "
+            "platform tune-guidance --study FILE",
+        )
+    check_scheduler(study, plan)
+    _check_data_parallel(study, {})
+
+
 def _check_data_parallel(study: Study, resolved: dict[int, Any]) -> None:
     """A data-parallel stage splits its config's batch evenly over its workers: refuse a batch
     the workers do not divide, before anything trains."""
@@ -366,13 +433,61 @@ def _check_data_parallel(study: Study, resolved: dict[int, Any]) -> None:
                 )
 
 
-def _after_trials(study: Study, outcomes: list[Any], console: Console) -> None:
-    """The study-level step after every trial finished (the lead's significance analysis goes
-    here); today nothing."""
+def _check_guidance_profile(study: Study, cohort: Any) -> None:
+    """A guidance profile tuned on this study's test or validation subjects is refused (exit 2)."""
+    if study.guidance_profile is not None:
+        from salient.platform.guidance_tuning import check_profile_respects
+
+        check_profile_respects(study, cohort)
+
+
+def _after_trials(study: Study, outcomes: list[Any], console: Console, tracker: Any) -> None:
+    """The study's answer in words (paired significance, chosen on validation, reported on test),
+    saved to ``OUTPUT_DIR/studies/NAME/findings.json`` and the study run; and, with
+    ``tracking.register_generator``, each trained generator registered in MLflow's model registry."""
+    from salient.platform.study_findings import study_findings, write_findings
+    from salient.platform.tracking import TRACKING_ERRORS
+
+    findings = study_findings(study, outcomes)
+    if findings:
+        console.print("[bold]findings[/] (chosen on validation, reported on test):")
+        for f in findings:
+            console.print(Text(f"  {f.sentence()}"), soft_wrap=True)
+        path = write_findings(study, findings)
+        try:
+            tracker.log_parent_artifact(path)
+        except TRACKING_ERRORS as exc:
+            console.print(Text(f"could not log {path.name} to MLflow: {short_error(exc)}", style="yellow"))
+    if study.tracking.register_generator:
+        _register_generators(study, outcomes, console, tracker)
+
+
+def _register_generators(study: Study, outcomes: list[Any], console: Console, tracker: Any) -> None:
+    """Register every distinct generator of the study's trials (idempotent: an already registered
+    one returns its version)."""
+    from salient.platform.generator_registry import register_generator
+    from salient.platform.stages import POOL
+
+    logged = tracker.logged_trials()
+    pools: dict[str, str] = {}
+    for o in outcomes:
+        if POOL in o.stage_keys and o.trial_key in logged:
+            pools.setdefault(o.stage_keys[POOL], logged[o.trial_key])
+    cache = StageCache(study.output_dir / "stage_cache")
+    for pool_key, run_id in pools.items():
+        stage, key = pool_key.split("/", 1)
+        version = register_generator(
+            tracker,
+            run_id,
+            cache.entry(StageKey(stage, key)),
+            study.tracking.register_generator,
+            raw_subject_ids=study.tracking.log_subject_ids,
+        )
+        console.print(Text(f"generator {pool_key} registered as {study.tracking.register_generator} v{version}"))
 
 
 def _write_local_results(study: Study, outcomes: list[Any]) -> Path | None:
-    """``OUTPUT_DIR/results.csv``: the finished trials' values and metrics, written atomically;
+    """``OUTPUT_DIR/studies/NAME/results.csv``: the finished trials' values and metrics, written atomically;
     None when no trial finished."""
     if not outcomes:
         return None
@@ -380,7 +495,8 @@ def _write_local_results(study: Study, outcomes: list[Any]) -> Path | None:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    path = study.output_dir / names.ARTIFACT_RESULTS_CSV
+    study.results_dir.mkdir(parents=True, exist_ok=True)
+    path = study.results_dir / names.ARTIFACT_RESULTS_CSV
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
@@ -440,6 +556,18 @@ def find_study(study_path: str | Path, tracking_uri: str | None) -> tuple[Study,
     study = load_study(study_path)
     tracker = study_tracker(study, tracking_uri, create=False)  # read-only: status/report never write
     parent = tracker.find_study_run(study_key(study))
+    newest = tracker.newest_study_run(study.name) if parent is None else None
+    if newest is not None:
+        parent = newest
+        # Its results are still this study's (a code upgrade or an edited description changes the
+        # key): show them, and say they may not be what the file now describes.
+        log.warning(
+            "study %s: no run of this exact study file and code version; showing its newest run %s "
+            "(started %s), made from another version of the file or of the code",
+            study.name,
+            newest.info.run_id,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime((newest.info.start_time or 0) / 1000)),
+        )
     if parent is not None:
         tracker.parent_id = parent.info.run_id
     return study, tracker, parent

@@ -17,7 +17,7 @@ import logging
 import math
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,7 +26,7 @@ import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from salient.dashboards.names import EXPERIMENT_KIND_TRAINING, TAG_EXPERIMENT_KIND, TAG_PROGRESS
+from salient.dashboards.names import EXPERIMENT_KIND_TRAINING, KIND_STUDY, TAG_EXPERIMENT_KIND, TAG_KIND, TAG_PROGRESS
 from salient.dashboards.names import TAG_PARENT as PARENT
 from salient.dashboards.names import TAG_STUDY_KEY as STUDY_KEY
 from salient.dashboards.names import TAG_TRIAL_KEY as TRIAL_KEY
@@ -155,6 +155,16 @@ class Tracker:
         found = [r for r in self._find(f"tags.`{STUDY_KEY}` = '{study_key}'") if PARENT not in r.data.tags]
         return found[0] if found else None
 
+    def newest_study_run(self, name: str) -> Any | None:
+        """The newest study run named ``name`` in this experiment, whatever its key (a study file
+        edited since, or a run by another code version), or None."""
+        runs = [
+            r
+            for r in self._find(f"tags.`{TAG_KIND}` = '{KIND_STUDY}'")
+            if PARENT not in r.data.tags and r.info.run_name == name
+        ]
+        return max(runs, key=lambda r: r.info.start_time or 0, default=None)
+
     def child_runs(self) -> list[Any]:
         """Every child run of the current study's parent run."""
         assert self.parent_id is not None, "start_study or find_study_run first"
@@ -227,8 +237,12 @@ class Tracker:
         metrics: Mapping[str, float],
         tags: Mapping[str, str],
         artifacts: tuple[Path, ...] | list[Path] = (),
+        histories: Mapping[str, Sequence[float]] | None = None,
     ) -> tuple[str, bool]:
-        """Log one trial as a child run unless it is logged already; returns ``(run_id, new)``."""
+        """Log one trial as a child run unless it is logged already; returns ``(run_id, new)``.
+
+        ``histories``: metric curves (one value per step, e.g. training losses), logged as MLflow
+        metric histories before the run is marked finished."""
         assert self.parent_id is not None, "start_study first"
         for run in self._find(f"tags.`{TRIAL_KEY}` = '{trial_key}'"):
             if run.data.tags.get(PARENT) != self.parent_id:
@@ -240,9 +254,16 @@ class Tracker:
             self._writable_experiment(), run_name=name, tags={PARENT: self.parent_id, TRIAL_KEY: trial_key, **tags}
         )
         rid = run.info.run_id
+        now = int(time.time() * 1000)
+        curves = [
+            Metric(k, float(v), now, step)
+            for k, values in (histories or {}).items()
+            for step, v in enumerate(values)
+            if math.isfinite(float(v))
+        ]
         self._log_batch(
             rid,
-            metrics=_metrics(metrics),
+            metrics=_metrics(metrics) + curves,
             params=[Param(k, _param_value(v)) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )

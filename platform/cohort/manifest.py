@@ -32,7 +32,7 @@ __all__ = [
 REQUIRED_COLUMNS = ("subject", "image", "mask", "label")
 #: Optional integer columns that become :class:`SubjectRecord` fields, with their minimum.
 OPTIONAL_INT_COLUMNS = {"lesion_label": 1, "channel": 0}
-SPLITS = ("", "train", "test", "unlabeled")
+SPLITS = ("", "train", "validation", "test", "unlabeled")
 
 
 @dataclass(frozen=True)

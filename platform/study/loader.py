@@ -390,6 +390,7 @@ def load_study(path: str | Path, check_data: bool = True) -> Study:
         file,
         len(study.evaluation.prevalences) if study is not None and "prevalence" not in entries else 0,
         control_arms(study) if study is not None else 0,
+        study.protocol.control_doses if study is not None else (),
     )
     short = {
         n: e
@@ -439,6 +440,27 @@ def load_study(path: str | Path, check_data: bool = True) -> Study:
                         "protocol.controls",
                         list(study.protocol.controls),
                         "controls run at the doses of a dose grid; make dose a grid entry",
+                    )
+                )
+            if study.protocol.control_doses and not study.protocol.controls:
+                issues.append(
+                    Issue(
+                        file,
+                        "protocol.control_doses",
+                        list(study.protocol.control_doses),
+                        "control doses without controls run nothing; add protocol.controls or drop them",
+                    )
+                )
+            # numbers only: a grid value that is not one was reported by the entry's own check
+            grid = (dose[0].grid or ()) if dose is not None else (0.0,)
+            grid_doses = {float(d) for d in grid if isinstance(d, int | float) and not isinstance(d, bool)}
+            if stray := [d for d in study.protocol.control_doses if d not in grid_doses]:
+                issues.append(
+                    Issue(
+                        file,
+                        "protocol.control_doses",
+                        stray,
+                        f"control doses must be doses of the grid > 0: {sorted(d for d in grid_doses if d > 0)}",
                     )
                 )
     if issues:

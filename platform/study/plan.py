@@ -90,8 +90,15 @@ def build_plan(study: Study) -> Plan:
         if key not in seen:
             seen.add(key)
             cells.append(params)
-    # Controls beside the dose curve: each dose > 0 again per control arm; they share its 0x trial.
-    cells += [{**c, PARAM_ARM: arm} for c in list(cells) if float(c["dose"]) > 0 for arm in study.protocol.controls]
+    # Controls beside the dose curve: each dose > 0 (or each control dose) again per control arm;
+    # they share its 0x trial.
+    control_doses = set(study.protocol.control_doses)
+    cells += [
+        {**c, PARAM_ARM: arm}
+        for c in list(cells)
+        if float(c["dose"]) > 0 and (not control_doses or float(c["dose"]) in control_doses)
+        for arm in study.protocol.controls
+    ]
     trials = tuple(
         TrialSpec(index=i, repeat=r, params=p)
         for i, (r, p) in enumerate((r, p) for r in range(study.repeats) for p in cells)

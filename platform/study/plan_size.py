@@ -14,7 +14,7 @@ bound; a study that trips the cap only through that bound can raise ``limits.max
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from salient.platform.errors import Issue, StudyError
@@ -52,14 +52,22 @@ def control_arms(study: Study) -> int:
     return len(getattr(protocol, "controls", ()) or ())
 
 
-def count_plan(space: Mapping[str, ParamSpec], repeats: int, sampler_trials: int, controls: int = 0) -> PlanSize:
+def count_plan(
+    space: Mapping[str, ParamSpec],
+    repeats: int,
+    sampler_trials: int,
+    controls: int = 0,
+    control_doses: Collection[float] = (),
+) -> PlanSize:
     """The number of trials ``build_plan`` would make, without making them.
 
     Args:
         space: the search space by entry name (grid entries multiply, sampled ones draw).
         repeats: the study's ``repeats`` (>= 1).
         sampler_trials: the study's ``sampler.n_trials``; counts only when an entry is sampled.
-        controls: control arms; each adds one trial per grid cell whose dose is > 0.
+        controls: control arms; each adds one trial per grid cell whose dose is > 0 (and one of
+            ``control_doses`` when that is given).
+        control_doses: the study's ``protocol.control_doses`` (empty: every dose > 0).
     """
     if repeats < 1 or sampler_trials < 1 or controls < 0:
         raise ValueError(
@@ -71,7 +79,11 @@ def count_plan(space: Mapping[str, ParamSpec], repeats: int, sampler_trials: int
         if not is_training_grid(name, spec):
             continue
         values = spec.grid or ()
-        positive = sum(1 for v in values if isinstance(v, int | float) and v > 0) if name == "dose" else 0
+        positive = (
+            sum(1 for v in values if isinstance(v, int | float) and v > 0 and (not control_doses or v in control_doses))
+            if name == "dose"
+            else 0
+        )
         if positive and controls:
             factors.append(
                 (
@@ -96,6 +108,7 @@ def plan_size_issues(
     file: str,
     n_prevalences: int = 0,
     controls: int = 0,
+    control_doses: Collection[float] = (),
 ) -> list[Issue]:
     """Every list longer than ``limits.max_values`` and a plan larger than ``limits.max_trials``.
 
@@ -108,6 +121,7 @@ def plan_size_issues(
         n_prevalences: length of ``evaluation.prevalences`` when set there (not as a search-space
             entry, which the entry check covers).
         controls: the study's control arms (:func:`control_arms`).
+        control_doses: the study's ``protocol.control_doses``.
     """
     issues = []
     if n_prevalences > limits.max_values:
@@ -130,7 +144,8 @@ def plan_size_issues(
                     f"({limits.max_values}); use fewer values, a sampled range, or raise limits.max_values",
                 )
             )
-    size = count_plan({name: spec for name, (spec, _, _) in entries.items()}, repeats, sampler_trials, controls)
+    space = {name: spec for name, (spec, _, _) in entries.items()}
+    size = count_plan(space, repeats, sampler_trials, controls, control_doses)
     if size.trials > limits.max_trials:
         issues.append(
             Issue(
@@ -151,7 +166,14 @@ def check_plan_size(study: Study) -> None:
     entries = {name: (spec, file, f"search_space.{name}") for name, spec in study.search_space.items()}
     n_prevalences = 0 if "prevalence" in study.search_space else len(study.evaluation.prevalences)
     issues = plan_size_issues(
-        entries, study.repeats, study.sampler.n_trials, study.limits, file, n_prevalences, control_arms(study)
+        entries,
+        study.repeats,
+        study.sampler.n_trials,
+        study.limits,
+        file,
+        n_prevalences,
+        control_arms(study),
+        study.protocol.control_doses,
     )
     if issues:
         raise StudyError(issues)

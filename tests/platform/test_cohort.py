@@ -141,6 +141,27 @@ def test_read_manifest_rejects_missing_columns(tmp_path: Path) -> None:
         read_manifest(tmp_path / "labels.csv")
 
 
+def test_manifest_split_marks_are_read_as_the_splits_honour_them(tmp_path: Path) -> None:
+    """Every mark salient.platform.splits honours can be written in a manifest (``validation``
+    was refused by the reader although the split code takes it); anything else is refused."""
+    from salient.platform.splits import make_split
+
+    rows = ["subject,image,mask,label,split"]
+    marks = ["test", "test", "validation", "validation", "train", "train", "train", "", "unlabeled"]
+    for i, mark in enumerate(marks):
+        rows.append(f"s{i},s{i}.nii.gz,s{i}_m.nii.gz,{i % 2},{mark}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    records = read_manifest(tmp_path / "labels.csv").records
+    assert [r.split for r in records] == marks
+    split = make_split(records, 1, 0, 0, 0.3, 0.3)
+    assert set(split.test) == {"s0", "s1"} and set(split.validation) == {"s2", "s3"}
+    (tmp_path / "labels.csv").write_text("\n".join([*rows[:2], "x,x.nii.gz,x_m.nii.gz,1,valid"]) + "\n")
+    with pytest.raises(
+        CohortError, match=r"split must be empty or one of \['train', 'validation', 'test', 'unlabeled'\], got 'valid'"
+    ):
+        read_manifest(tmp_path / "labels.csv")
+
+
 def test_preprocessing_geometry_and_cache(tmp_path: Path, phantom_dir: Path) -> None:
     manifest = read_manifest(phantom_dir / "labels.csv")
     spec = PreprocessSpec(spacing=(4.0, 4.0, 10.0), hu_window=(-160, 240), roi=(40, 36, 10))

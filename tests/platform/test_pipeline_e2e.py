@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -47,6 +48,8 @@ TINY_STUDY = {
         "detector": {"steps": 6},
         "aggregator": {"epochs": 2},
     },
+    # untrained tiny models fail the pool QC; the QC itself is tested in test_generator_signal.py
+    "protocol": {"min_pair_dice": 0.0, "placement_hu": None},
     "search_space": {"dose": {"grid": [0.0, 1.0]}, "seed_size": {"grid": [2]}},
     "sampler": {"name": "grid"},
     "evaluation": {
@@ -445,7 +448,7 @@ def test_mlflow_server_restarted_mid_study_loses_nothing(tmp_path: Path) -> None
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert len(children) == N_TRIALS and all(c.info.status == "FINISHED" for c in children)
         assert len({c.data.tags["salient.trial_key"] for c in children}) == N_TRIALS  # none twice
-        assert (tmp_path / "out" / "results.csv").is_file()
+        assert (tmp_path / "out" / "studies" / "tiny_e2e" / "results.csv").is_file()
     finally:
         if driver is not None and driver.poll() is None:
             driver.kill()
@@ -561,10 +564,33 @@ def test_asha_where_it_could_stop_nothing_is_refused(tmp_path: Path, entry: str,
         search_space={"dose": {"grid": [1.0]}, "seed_size": {"grid": [2]}, entry: {"loguniform": [1e-5, 1e-3]}},
         sampler={"name": "random", "n_trials": 2, "scheduler": "asha", "metric": "val_auprc"},
     )
-    result = _platform("run", str(study))
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "sampler.scheduler" in result.stderr and message in result.stderr
-    assert not (tmp_path / "out" / "stage_cache").exists()
+    for command in ("validate", "run"):  # validate refuses what run would
+        result = _platform(command, str(study))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "sampler.scheduler" in result.stderr and message in result.stderr
+    assert not (tmp_path / "out").exists()  # refused before the output folder is marked
+
+
+def test_run_refuses_what_the_study_file_alone_rules_out(tmp_path: Path) -> None:
+    """A guidance-tuning study is not a dose study, and a global batch the data-parallel workers
+    do not divide cannot be split: exit 2 from validate and run, before the output folder."""
+    (tmp_path / "t").mkdir()
+    tuning = _write_study(
+        tmp_path / "t",
+        kind="guidance_tuning",
+        search_space={"diffusion.guidance.s_mask": {"uniform": [1, 2]}},
+        sampler={"name": "random", "n_trials": 2},
+    )
+    done = _platform("run", str(tuning))
+    assert done.returncode == 2 and "platform tune-guidance --study" in done.stderr, done.stderr
+    assert _platform("validate", str(tuning)).returncode == 0  # validate shows a tuning plan
+    stages = {**TINY_STUDY["stages"], "diffusion": {**TINY_STUDY["stages"]["diffusion"], "batch_size": 6}}  # type: ignore[dict-item]
+    (tmp_path / "b").mkdir()
+    split = _write_study(tmp_path / "b", stages=stages, resources={"stages": {"diffusion": {"workers": 4}}})
+    for command in ("validate", "run"):
+        done = _platform(command, str(split))
+        assert done.returncode == 2 and "workers = 4 must divide stages.diffusion.batch_size = 6" in done.stderr
+    assert not (tmp_path / "t" / "out").exists() and not (tmp_path / "b" / "out").exists()
 
 
 def test_synth_writes_a_checked_cohort_from_a_trial_run(finished_study: tuple[Path, str], tmp_path: Path) -> None:
@@ -614,11 +640,64 @@ def test_report_of_a_finished_study_is_one_offline_html_file(finished_study: tup
     done = _platform("report", str(study), "-o", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     html = out.read_text()
-    for part in ("Table 1", "therapeutic and toxic doses", 'id="figure-dose-response"', 'id="figure-gallery"'):
-        assert part in html, part  # the gallery comes from the trials' preview.npz artifacts
+    for part in ("Table 1", "<h2>Findings</h2>", "chosen on validation", 'id="figure-dose-response"'):
+        assert part in html, part
+    assert 'id="figure-gallery"' in html  # the gallery comes from the trials' preview.npz artifacts
     never_ran = _write_study(tmp_path, name="never_ran")
     missing = _platform("report", str(never_ran), "-o", str(tmp_path / "none.html"))
     assert missing.returncode == 2 and "run it first" in missing.stderr and not (tmp_path / "none.html").exists()
+    unrun = _platform("report", str(study), "-o", str(tmp_path / "c.html"), "--compare", str(never_ran))
+    assert unrun.returncode == 2 and "never_ran" in unrun.stderr and "run it first" in unrun.stderr
+    itself = _platform("report", str(study), "-o", str(tmp_path / "c.html"), "--compare", str(study))
+    assert itself.returncode == 2 and "already in the report" in itself.stderr
+    assert not (tmp_path / "c.html").exists()
+
+
+def test_report_after_a_code_change_shows_the_newest_run_and_says_so(
+    finished_study: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The study key includes the code version; after an upgrade, ``report``/``status`` still find
+    the study's run (the newest of that name) and warn that it came from another version."""
+    from salient.platform import cli, pipeline
+
+    study, uri = finished_study
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(uri).search_runs(
+        [e.experiment_id for e in MlflowClient(uri).search_experiments()], "tags.`salient.kind` = 'study'"
+    )
+    parent_id = runs[0].info.run_id
+    monkeypatch.setattr(pipeline, "CODE_VERSION", "another-code-version")
+    out = tmp_path / "after_upgrade.html"
+    with caplog.at_level("WARNING", logger="salient.platform"):
+        assert cli.main(["report", str(study), "-o", str(out)]) == 0
+    assert out.is_file() and "<h2>Findings</h2>" in out.read_text()
+    assert f"showing its newest run {parent_id}" in caplog.text and "another version" in caplog.text
+
+
+def test_report_compare_overlays_another_study(
+    finished_study: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--compare``: the other study's curves share the panels. The second finished study is this
+    one read again under another name (a second real study would cost minutes of training)."""
+    from salient.platform import cli
+
+    study, _ = finished_study
+    real = cli._study_view
+
+    def view(path: str, uri: str | None, ui: str | None):  # type: ignore[no-untyped-def]
+        found = real(str(study), uri, ui)
+        if path == "other.yaml":
+            return (SimpleNamespace(name="other_arm"), *found[1:])
+        return found
+
+    monkeypatch.setattr(cli, "_study_view", view)
+    out = tmp_path / "compare.html"
+    assert cli.main(["report", str(study), "-o", str(out), "--compare", "other.yaml"]) == 0
+    html = out.read_text()
+    assert 'id="figure-compare-dose-response"' in html and 'id="figure-compare-gain"' in html
+    assert html.index("figure-compare-dose-response") < html.index('id="figure-dose-response"')
+    assert "Compared with: other_arm" in html
 
 
 def test_tune_guidance_with_a_trained_generator(finished_study: tuple[Path, str], tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -37,7 +38,8 @@ STUDY = {
         "aggregator": {"epochs": 2},
     },
     "search_space": {"dose": {"grid": [0.0, 3.0]}, "seed_size": {"grid": [2]}},
-    "protocol": {"controls": ["real", "shuffled"]},
+    # untrained tiny models fail the pool QC; the QC itself is tested in test_generator_signal.py
+    "protocol": {"controls": ["real", "shuffled"], "min_pair_dice": 0.0, "placement_hu": None},
     "evaluation": {
         "prevalences": [0.25],
         "test_fraction": 0.3,
@@ -202,3 +204,61 @@ def test_selection_is_refused_on_test_metrics(tmp_path: Path) -> None:
     )
     with pytest.raises(StudyError, match="controls run at the doses of a dose grid"):
         load_study(path)
+
+
+def test_control_doses_limit_where_the_controls_run(tmp_path: Path) -> None:
+    """``protocol.control_doses``: controls only at those doses of the grid; the plan, its count
+    before expansion and the loader's refusals agree."""
+    from salient.platform.errors import StudyError
+    from salient.platform.study.plan import build_plan
+    from salient.platform.study.plan_size import count_plan
+
+    path = tmp_path / "s.yaml"
+    space = {"dose": {"grid": [0.0, 2.0, 8.0]}, "seed_size": {"grid": [2]}}
+    protocol = {**STUDY["protocol"], "control_doses": [8.0]}  # type: ignore[dict-item]
+    path.write_text(yaml.safe_dump({**STUDY, "search_space": space, "protocol": protocol, "repeats": 2}))
+    study = load_study(path)
+    trials = build_plan(study).trials
+    arms = sorted((t.repeat, float(t.params["dose"]), t.params.get("arm", "synthetic")) for t in trials)
+    assert arms == sorted(
+        (r, d, a)
+        for r in (0, 1)
+        for d, a in [(0.0, "synthetic"), (2.0, "synthetic"), (8.0, "synthetic"), (8.0, "real"), (8.0, "shuffled")]
+    )
+    counted = count_plan(study.search_space, 2, 1, 2, study.protocol.control_doses)
+    assert counted.trials == len(arms) == 10
+    for bad, message in (
+        ({**protocol, "control_doses": [4.0]}, r"control doses must be doses of the grid > 0: \[2.0, 8.0\]"),
+        ({"control_doses": [2.0]}, "control doses without controls run nothing"),
+        ({**protocol, "control_doses": [0.0]}, "greater than 0"),
+    ):
+        path.write_text(yaml.safe_dump({**STUDY, "search_space": space, "protocol": bad}))
+        with pytest.raises(StudyError, match=message):
+            load_study(path)
+
+
+def test_a_real_control_the_cohort_cannot_fill_is_refused(trials: dict[str, object], tmp_path: Path) -> None:
+    """The real control adds real lesion slices of training-side positives outside the seed; where
+    there are fewer than the dose asks for, the run stops before training (exit 2), naming the most
+    it could be, instead of a control that differs from its synthetic arm in count."""
+    from salient.platform.errors import StudyError
+    from salient.platform.pipeline import _resolve_trials
+    from salient.platform.study.plan import build_plan
+
+    cohort = trials["cohort"]
+    real_plan, real_result = trials["real"]  # type: ignore[misc]
+    masks = [np.asarray(cohort.subjects[s].mask) for s in real_plan.extra_real]  # type: ignore[attr-defined]
+    extra = sum(int((m.reshape(len(m), -1) > 0).any(axis=1).sum()) for m in masks)  # lesion slices
+    assert extra >= real_plan.n_synthetic  # the fixture's control at 3x is filled ...
+    assert real_result.metrics[names.N_ADDED] == real_plan.n_synthetic  # ... and adds exactly that many
+    fits = extra / real_plan.n_real_positive
+    path = tmp_path / "s.yaml"
+    for dose, refused in ((3.0, False), (float(int(fits) + 2), True)):
+        space = {"dose": {"grid": [0.0, dose]}, "seed_size": {"grid": [2]}}
+        path.write_text(yaml.safe_dump({**STUDY, "search_space": space, "output_dir": str(tmp_path / "out")}))
+        study = load_study(path)
+        if not refused:
+            assert len(_resolve_trials(study, build_plan(study), cohort)) == 4
+            continue
+        with pytest.raises(StudyError, match=rf"protocol\.control_doses.*at most dose {fits:.2f}"):
+            _resolve_trials(study, build_plan(study), cohort)

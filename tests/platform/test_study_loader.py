@@ -47,7 +47,25 @@ def test_shipped_demo_study_validates_and_plans() -> None:
     assert plan.n_generators == 2  # one pool per seed size; doses share it
     assert plan.prevalences == (0.05, 0.1, 0.2)
     assert plan.n_evaluations == 24
-    assert study.stages.diffusion.train_steps == 250
+    # the per-stage overrides reach the configs (3000 steps: 250 gave noise, see generator_quality.py)
+    assert study.stages.diffusion.train_steps == 3000 and study.stages.diffusion.loss.boundary_weight == 10.0
+    assert study.stages.ucmt.train_steps == 2000 and study.stages.detector.steps == 800
+
+
+def test_shipped_phantom_benchmark_studies_validate_and_plan() -> None:
+    """The benchmark (3 repeats x 2 seed sizes x doses 0/1/8 + real and shuffled controls at 1x)
+    and its pixel arm, which shares the benchmark's output folder (and so its 0x detectors)."""
+    bench = load_study(REPO / "studies" / "phantom_benchmark.yaml")
+    plan = build_plan(bench)
+    assert plan.n_trials == 3 * 2 * (3 + 2)
+    assert plan.n_generators == 3 * 2  # one pool per seed size and repeat, sized for 8x
+    assert bench.protocol.control_doses == (1.0,) and bench.stages.diffusion.domain == "wavelet"
+    pixel = load_study(REPO / "studies" / "phantom_benchmark_pixel.yaml")
+    assert build_plan(pixel).n_trials == 2 * 3 and pixel.stages.diffusion.domain == "pixel"
+    assert pixel.output_dir == bench.output_dir and pixel.cohort == bench.cohort
+    same = {"mask_vae", "ucmt", "detector", "aggregator"}
+    assert all(getattr(pixel.stages, s) == getattr(bench.stages, s) for s in same)
+    assert pixel.evaluation == bench.evaluation
 
 
 def test_shipped_h100_study_validates_with_a_paper_sized_manifest(tmp_path: Path) -> None:
