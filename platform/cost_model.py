@@ -44,12 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from salient.platform.errors import PlatformError
+from salient.platform.errors import PlatformError, StudyError
 from salient.platform.graph import TRIAL, UPSTREAM_STAGES, Node, ParamNodeInfo, StudyGraph
 from salient.platform.stages import AGGREGATOR, DETECTOR, DIFFUSION, MASK_VAE, POOL, STAGE_NAMES, UCMT
 from salient.platform.study.params import apply_params
 from salient.platform.study.schema import StagesSpec, Study
+from salient.platform.study.yaml_budget import load_yaml_file
 
 if TYPE_CHECKING:
     from salient.platform.stage_cache import StageCache
@@ -85,10 +85,10 @@ class NodeCost:
 def read_stage_hours(path: str | Path) -> dict[str, float]:
     """``--gpu-hours-per-stage FILE``: a YAML mapping of stage name to hours (finite, >= 0)."""
     file = Path(path)
-    try:
-        data = yaml.safe_load(file.read_text()[:100_000])
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise PlatformError(f"--gpu-hours-per-stage {file}: cannot read it as YAML ({exc})") from None
+    try:  # the study files' YAML budget: a small mapping needs little, a hostile file gets no more
+        data = load_yaml_file(file, max_bytes=100_000, max_depth=8, max_nodes=1_000)
+    except StudyError as exc:
+        raise PlatformError(f"--gpu-hours-per-stage {exc}") from None
     if not isinstance(data, dict) or not data:
         raise PlatformError(
             f"--gpu-hours-per-stage {file}: expected a mapping like {{diffusion: 9.0}}, got {data!r:.80}"

@@ -44,8 +44,8 @@ from salient.platform.cohort.prepare import LoadedCohort, load_cohort
 from salient.platform.errors import PlatformError
 from salient.platform.generator_registry import generator_for_cohort
 from salient.platform.hashing import content_hash
-from salient.platform.outputs import output_dir_problem
 from salient.platform.privacy import subject_tokens
+from salient.platform.run_lock import hold_output_dir
 from salient.platform.splits import make_split, training_side
 from salient.platform.stage_cache import StageCache, stage_key
 from salient.platform.stages import DIFFUSION, UCMT
@@ -58,7 +58,7 @@ from salient.platform.study.loader import GUIDANCE_PREFIX, PROFILE_VERSION, load
 from salient.platform.study.schema import CohortSpec, Study, TuningWeights
 from salient.platform.synth import resolve_generator
 from salient.platform.tracking import study_tracker
-from salient.platform.tune_adapter import run_rung_search
+from salient.platform.tune_adapter import ray_session, run_rung_search
 
 __all__ = [
     "OBJECTIVES",
@@ -446,8 +446,23 @@ def run_guidance_tuning(
     else:
         cohort_spec = study.cohort.model_copy(update={"preprocessing": preprocessing})
     study = study.model_copy(update={"cohort": cohort_spec})
-    if (problem := output_dir_problem(study.output_dir)) is not None:
-        raise PlatformError(problem)
+    # The output folder as `platform run` holds it: the platform's, one command at a time.
+    with hold_output_dir(study.output_dir, study.name), ray_session():
+        return _tune_held(study, study_path, output, source, trials, tracking_uri, address, console, for_study)
+
+
+def _tune_held(
+    study: Study,
+    study_path: str | Path,
+    output: str | Path,
+    source: GeneratorSource | None,
+    trials: int,
+    tracking_uri: str | None,
+    address: str | None,
+    console: Any,
+    for_study: str | Path | None,
+) -> TuningResult:
+    """``run_guidance_tuning`` once the output folder is held."""
     cohort = load_cohort(study.cohort, study.output_dir, progress=True)
     if source is not None:  # a registered generator names its training subjects by hash: find them here
         source = generator_for_cohort(source, cohort.subjects)

@@ -111,6 +111,8 @@ class PlainProgress:
         before = self.status.get(tune_id)
         self.status[tune_id] = status
         stage = info.get("stage")
+        if status == "running" and before is None:  # also when its first news is a finished stage
+            self._line(f"{cell}{self._values(cell)} started")
         if status == "running" and stage and stage != "done":
             if info.get("phase") == "start":
                 self._line(f"{cell}: {stage} started")
@@ -118,8 +120,6 @@ class PlainProgress:
             took = f" in {float(info['seconds']):.1f}s" if info.get("seconds") is not None else ""
             how = "reused from the stage cache" if info.get("reused") else f"trained{took}"
             self._line(f"{cell}: {stage} done ({how})")
-        elif status == "running" and before is None:
-            self._line(f"{cell}{self._values(cell)} started")
         elif status == "retrying" and before != "retrying":
             self._line(f"{cell}: failed, retrying from its last finished stage")
         elif status == "failed" and before != "failed":

@@ -268,7 +268,8 @@ def _relay(
             status = "retrying" if starts[node.id] > 1 else "running"
             info: dict[str, Any] = {"stage": None}
         else:
-            status, info = "running", {"stage": e["stage"], "reused": e.get("reused", False)}
+            status = "running"
+            info = {"stage": e["stage"], "reused": e.get("reused", False), "seconds": e.get("seconds")}
         for trial_id in node.trials:
             if node.stage != TRIAL and e["kind"] == "start":
                 continue  # an upstream stage starting: the trial itself is still waiting for its pool

@@ -75,9 +75,7 @@ def _rng(*keys: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _stratified(
-    records: Sequence[SubjectRecord], fraction: float, rng: np.random.Generator
-) -> set[str]:
+def _stratified(records: Sequence[SubjectRecord], fraction: float, rng: np.random.Generator) -> set[str]:
     """``round(fraction x group size)`` subjects of each label, drawn with ``rng``."""
     chosen: set[str] = set()
     for label in (0, 1):

@@ -35,6 +35,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ __all__ = [
     "check_scheduler",
     "init_ray",
     "make_sampler",
+    "ray_session",
     "run_rung_search",
     "run_sampled",
 ]
@@ -118,6 +120,25 @@ class _DefineByRun:
         return {"trial_index": self.cell.index}
 
 
+#: The job's workers: a task that asks for no GPU must not see one. Ray 2.60 leaves
+#: CUDA_VISIBLE_DEVICES alone for a task with ``num_gpus=0``, so its stage would pick the node's
+#: GPU (``stage_device``) outside Ray's accounting and could run another task's GPU out of memory;
+#: this switch makes Ray set it to "" for such tasks, as it did before.
+WORKER_ENV = {"env_vars": {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}}
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """Stop on the way out the Ray that the block started (none that was running before it): a
+    library call that starts a local Ray must not leave it to the caller's next ``ray.init``."""
+    running = ray.is_initialized()
+    try:
+        yield
+    finally:
+        if not running and ray.is_initialized():
+            ray.shutdown()
+
+
 def init_ray(address: str | None, slots: int | None = None) -> None:
     """Join ``address`` or start a local Ray with this machine's CPUs (and ``slots`` of
     :data:`SLOT_RESOURCE`, the local cap on tasks running at once)."""
@@ -131,7 +152,7 @@ def _init_ray(address: str | None, slots: int | None = None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress view replaces Tune's
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, runtime_env=WORKER_ENV)
     else:
         ray.init(
             num_cpus=os.cpu_count() or 1,
@@ -139,6 +160,7 @@ def _init_ray(address: str | None, slots: int | None = None) -> None:
             log_to_driver=False,
             logging_level=logging.WARNING,
             resources={SLOT_RESOURCE: slots} if slots else None,
+            runtime_env=WORKER_ENV,
         )
 
 
@@ -217,10 +239,12 @@ def _sampled_trainable(
 
     def on_stage(event: dict[str, Any]) -> None:
         if not asha:
-            tune.report({metric: float("nan"), "stage": event["stage"], "reused": event["reused"]})
+            tune.report(
+                {metric: float("nan"), "stage": event["stage"], "reused": event["reused"], "seconds": event["seconds"]}
+            )
         elif event["stage"] == POOL:  # ASHA's first rung: the objective is known once the pool exists
             meta = StageCache(cache_root).meta(trial_plan.keys[POOL])
-            tune.report({**_pool_metrics(meta), "stage": POOL, "reused": event["reused"]})
+            tune.report({**_pool_metrics(meta), "stage": POOL, "reused": event["reused"], "seconds": event["seconds"]})
 
     result = run_trial_job(TrialJob(cell.trial_id, trial_plan, cache_root, store_root, threads), cohort, on_stage)
     tune.report({**result["metrics"], "stage": "done", "trial_key": result["trial_key"]})
@@ -250,7 +274,8 @@ class _Relay(Callback):
         self._emit(trial, "running", {})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._emit(trial, "running", {"stage": result.get("stage"), "reused": result.get("reused")})
+        info = {"stage": result.get("stage"), "reused": result.get("reused"), "seconds": result.get("seconds")}
+        self._emit(trial, "running", info)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._emit(trial, "failed", {})

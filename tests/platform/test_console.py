@@ -246,7 +246,7 @@ def test_plain_progress_prints_one_line_per_event(two_trial_plan: Plan) -> None:
     plain.event("t1", "done", a)
     plain.event("t1", "done", a)
     now[0] = 125.0
-    plain.event("t2", "running", b)
+    # its first news is a stage another trial trained (it waited on the lock): still "started" first
     plain.event("t2", "running", {**b, "stage": "mask_vae", "reused": False})
     plain.event("t2", "retrying", b)
     now[0] = 160.0

@@ -151,14 +151,21 @@ def test_platform_plan_estimates_the_h100_study_without_its_data(tmp_path: Path)
     ("args", "message"),
     [
         (["--workers", "0"], "must be in [1, 100000]"),
-        (["--workers", "8", "--gpu-hours-per-stage", "missing.yaml"], "cannot read it as YAML"),
+        (["--workers", "8", "--gpu-hours-per-stage", "missing.yaml"], "missing.yaml: file not found"),
         (["--workers", "8", "--gpu-hours-per-stage", "HOURS"], "unknown stage 'generator'"),
+        (["--workers", "8", "--gpu-hours-per-stage", "DEEP"], "refused: nested more than 8 levels deep"),
+        (["--workers", "8", "--gpu-hours-per-stage", "BOMB"], "refused"),
     ],
 )
 def test_platform_plan_refuses_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
-    bad = tmp_path / "hours.yaml"
-    bad.write_text("{generator: 3}\n")
-    args = [str(bad) if a == "HOURS" else a for a in args]
+    files = {"HOURS": "{generator: 3}\n", "DEEP": "[" * 5000 + "]" * 5000 + "\n"}
+    ten = ", ".join(["*{p}"] * 10)
+    files["BOMB"] = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{c}: &{c} [{ten.format(p=p)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )  # 10^9 nodes once expanded
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    args = [str(tmp_path / f"{a}.yaml") if a in files else a for a in args]
     done = _plan_cli(str(REPO / "studies" / "dose_response.yaml"), *args)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
