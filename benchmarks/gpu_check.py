@@ -4,8 +4,12 @@
    batch 4, as benchmarks/diffusion_throughput.py), at 256 and 512 px (``--small``: 16 and 32 px).
 2. One sampling step with structured CFG (three branches - unconditional, mask, mask +
    neighbours - batched into one forward) vs an unguided step (one branch), at the larger size.
-3. A tiny study (one dose-1 trial: every stage) through ``platform run`` with ``gpus: 1`` per
+3. Each trained model's trainer on the device (the stages' training code, at the demo's 48 px
+   and tiny preset sizes): diffusion, UCMT, detector and a pool's sampling, a few steps each -
+   parameters on the device, finite losses, seconds per step.
+4. A tiny study (one dose-1 trial: every stage) through ``platform run`` with ``gpus: 1`` per
    stage (``gpus: 0`` on a machine without a GPU), from a fresh output folder: wall time, exit code.
+   Skipped, and said so, where Ray or MLflow is not installed (a bare GPU image).
 
 Needs nothing but this repository and its installed packages; writes everything under ``$OUT``
 (or ``--out``; a temporary folder otherwise): ``gpu_check.json``, ``gpu_check.txt`` (the table),
@@ -18,6 +22,7 @@ and the tiny study's folder. ``benchmarks/gpu_check.sh`` runs it (``--cpu`` ther
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from salient.models.configs import DiffusionConfig, GuidanceConfig
-from salient.models.diffusion import ConditionalDiffusion, DiffusionBatch
+from salient.models.configs import DiffusionConfig, GuidanceConfig, stage_config
+from salient.models.detector import DetectorTrainer
+from salient.models.diffusion import ConditionalDiffusion, DiffusionBatch, DiffusionTrainer
+from salient.models.ucmt import UCMTTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +49,7 @@ def _sync(device: str) -> None:
 def train_steps_per_second(domain: str, size: int, device: str, steps: int, warmup: int) -> float:
     """Optimiser steps per second of one diffusion model (width 16, batch 4) on ``size`` px slices."""
     torch.manual_seed(0)
-    cfg = DiffusionConfig(domain=domain, base_channels=16, batch_size=4)  # type: ignore[arg-type]
+    cfg = DiffusionConfig(domain=domain, base_channels=16, batch_size=4)
     model = ConditionalDiffusion(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     n = cfg.batch_size
@@ -101,8 +107,56 @@ def sampling_step_seconds(size: int, device: str, repeats: int) -> tuple[float, 
     return out[0], out[1]
 
 
+def stage_training(device: str, size: int, steps: int) -> list[dict[str, Any]]:
+    """A few training steps of each stage's trainer (tiny preset) on ``device``, as a trial's
+    stages call them: seconds per step, whether the parameters live on the device, finite losses."""
+    torch.manual_seed(0)
+    n = 32
+    image = torch.rand(n, 1, size, size) * 2 - 1
+    mask = torch.zeros(n, 1, size, size)
+    mask[:, :, size // 3 : size // 2, size // 3 : size // 2] = 1
+    rows = []
+
+    def timed(name: str, params: Any, run: Any, per: int = steps) -> None:
+        _sync(device)
+        t0 = time.perf_counter()
+        losses = run()
+        _sync(device)
+        seconds = (time.perf_counter() - t0) / per
+        on = {p.device.type for p in params}
+        finite = bool(torch.isfinite(torch.as_tensor(losses, dtype=torch.float64)).all())
+        rows.append({"stage": name, "s_per_step": seconds, "param_devices": sorted(on), "finite": finite})
+
+    diff_cfg = stage_config("diffusion", "tiny", {"train_steps": steps})
+    diffusion = ConditionalDiffusion(diff_cfg)
+    nei = torch.rand(n, len(diff_cfg.neighbour_offsets), size, size) * 2 - 1
+    trainer = DiffusionTrainer(diffusion, DiffusionBatch(image, mask, nei), seed=0, device=device)
+    timed("diffusion", diffusion.parameters(), trainer.train)
+    g = torch.Generator().manual_seed(0)
+    guidance = diff_cfg.guidance
+    with torch.no_grad():
+        timed(
+            f"sampling 8 slices ({guidance.sampling_steps} steps)",
+            diffusion.parameters(),
+            lambda: [
+                float(diffusion.sample(mask[:8].to(device), nei[:8].to(device), guidance, generator=g).abs().mean())
+            ],
+            per=guidance.sampling_steps,
+        )
+    ucmt_cfg = stage_config("ucmt", "tiny", {"train_steps": steps})
+    ucmt = UCMTTrainer(ucmt_cfg, (image, mask), image.flip(-1), seed=0, device=device)
+    timed("ucmt", ucmt.student_a.parameters(), ucmt.train)
+    det_cfg = stage_config("detector", "tiny", {"steps": steps})
+    labels = torch.arange(n) % 2
+    det = DetectorTrainer(det_cfg, image.repeat(1, 3, 1, 1), labels, mask * labels[:, None, None, None], device=device)
+    timed("detector", det.model.parameters(), det.train)
+    return rows
+
+
 def tiny_study(folder: Path, gpus: float) -> dict[str, Any]:
     """``platform run`` of a tiny phantom study with ``gpus`` per stage; wall time and exit code."""
+    import yaml  # with the platform's packages (a bare GPU image may lack them; then this is skipped)
+
     study = {
         "name": "gpu_check",
         "seed": 0,
@@ -120,6 +174,8 @@ def tiny_study(folder: Path, gpus: float) -> dict[str, Any]:
             "aggregator": {"epochs": 2},
         },
         "search_space": {"dose": {"grid": [1.0]}, "seed_size": {"grid": [2]}},  # every stage, one trial
+        # untrained tiny models fail the pool's pair check and placement rule: keep every pair
+        "protocol": {"min_pair_dice": 0.0, "placement_hu": None},
         "evaluation": {
             "prevalences": [0.25, 0.5],
             "test_fraction": 0.34,
@@ -159,28 +215,48 @@ def main() -> None:
     sizes = (16, 32) if args.small else (256, 512)
     steps, warmup, repeats = (2, 1, 2) if args.small else (10, 3, 10)
     card = torch.cuda.get_device_name(0) if cuda else "CPU"
-    lines = [f"device: {card} (torch {torch.__version__}, {torch.get_num_threads()} CPU threads)"]
+    lines: list[str] = []
+
+    def emit(line: str) -> None:  # printed as measured: a run cut short keeps what it measured
+        lines.append(line)
+        print(line, flush=True)
+
+    emit(f"device: {card} (torch {torch.__version__}, {torch.get_num_threads()} CPU threads)")
     results: dict[str, Any] = {"device": card, "torch": torch.__version__, "small": args.small, "throughput": []}
-    lines.append(f"{'size':>6} {'wavelet steps/s':>16} {'pixel steps/s':>14} {'speed-up':>9}")
+    emit(f"{'size':>6} {'wavelet steps/s':>16} {'pixel steps/s':>14} {'speed-up':>9}")
     for size in sizes:
         w = train_steps_per_second("wavelet", size, device, steps, warmup)
         px = train_steps_per_second("pixel", size, device, steps, warmup)
         results["throughput"].append({"size": size, "wavelet": w, "pixel": px})
-        lines.append(f"{size:>6} {w:>16.3f} {px:>14.3f} {w / px:>8.2f}x")
+        emit(f"{size:>6} {w:>16.3f} {px:>14.3f} {w / px:>8.2f}x")
     guided, unguided = sampling_step_seconds(sizes[-1], device, repeats)
     results["sampling_step"] = {"size": sizes[-1], "structured_cfg_s": guided, "unguided_s": unguided}
-    lines.append(
+    emit(
         f"sampling step at {sizes[-1]} px, batch 4: structured CFG {guided * 1e3:.2f} ms, "
         f"unguided {unguided * 1e3:.2f} ms ({guided / unguided:.2f}x)"
     )
-    study = tiny_study(out / "tiny_study", 1.0 if cuda else 0.0)
+    results["stage_training"] = stage_training(device, 48, steps)
+    for row in results["stage_training"]:
+        emit(
+            f"{row['stage']:>24}: {row['s_per_step'] * 1e3:8.1f} ms/step, parameters on "
+            f"{'/'.join(row['param_devices'])}, losses {'finite' if row['finite'] else 'NOT FINITE'}"
+        )
+    missing = [m for m in ("ray", "mlflow") if importlib.util.find_spec(m) is None]
+    if missing:
+        study = {"skipped": f"{' and '.join(missing)} not installed here"}
+        emit(f"tiny study: skipped ({study['skipped']})")
+    else:
+        study = tiny_study(out / "tiny_study", 1.0 if cuda else 0.0)
+        emit(f"tiny study, gpus: {study['gpus']:g}: exit {study['exit_code']}, {study['seconds']:.1f} s")
     results["tiny_study"] = study
-    lines.append(f"tiny study, gpus: {study['gpus']:g}: exit {study['exit_code']}, {study['seconds']:.1f} s")
     text = "\n".join(lines)
-    print(text)
     (out / "gpu_check.txt").write_text(text + "\n")
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1))
-    if study["exit_code"] != 0:
+    bad = [r["stage"] for r in results["stage_training"] if not r["finite"] or r["param_devices"] != [device]]
+    if bad:
+        print(f"stages not on {device} or with non-finite losses: {bad}", file=sys.stderr)
+        sys.exit(1)
+    if study.get("exit_code", 0) != 0:
         print(f"the tiny study failed; its log: {out / 'tiny_study' / 'run.log'}", file=sys.stderr)
         sys.exit(1)
 

@@ -28,6 +28,9 @@ def test_gpu_check_runs_on_a_cpu_and_writes_its_table(tmp_path: Path) -> None:
     assert all(r["wavelet"] > 0 and r["pixel"] > 0 for r in results["throughput"])
     step = results["sampling_step"]
     assert step["size"] == 32 and step["structured_cfg_s"] > 0 and step["unguided_s"] > 0
+    stages = {r["stage"]: r for r in results["stage_training"]}
+    assert set(stages) == {"diffusion", "sampling 8 slices (20 steps)", "ucmt", "detector"}
+    assert all(r["param_devices"] == ["cpu"] and r["finite"] and r["s_per_step"] > 0 for r in stages.values())
     assert results["tiny_study"]["exit_code"] == 0 and results["tiny_study"]["gpus"] == 0
     assert (tmp_path / "tiny_study" / "out" / "mlflow.db").is_file()
     table = (tmp_path / "gpu_check.txt").read_text()
