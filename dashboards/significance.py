@@ -162,7 +162,6 @@ def paired_gains(
         dose=trials["dose"].astype(float),
     )
     out: list[Gain] = []
-    rng = np.random.default_rng(seed)
     for seed_size, group in frame.groupby("seed_size", sort=True):
         baseline = group[group["dose"] == 0.0].set_index("repeat")["trial"]
         if baseline.index.duplicated().any():
@@ -173,7 +172,10 @@ def paired_gains(
             alpha = (1 - level) / k
             for dose in doses:
                 gains, reps, n_subj = [], [], 0
-                for repeat, row in curve[curve["dose"] == dose].set_index("repeat").iterrows():
+                # Each repeat's resamples come from a generator of (seed, repeat) alone, and repeats
+                # are combined with one of (seed,): the same trials give the same interval in
+                # whatever order the table lists them (MLflow lists runs by start time).
+                for repeat, row in curve[curve["dose"] == dose].set_index("repeat").sort_index().iterrows():
                     if repeat not in baseline.index:
                         continue
                     b = _subject_arrays(scores, baseline[repeat], role, score)
@@ -191,7 +193,7 @@ def paired_gains(
                         prevalence,
                         draws,
                         n_boot,
-                        rng,
+                        np.random.default_rng([seed, int(repeat)]),
                         seed * 1000 + int(repeat) * 100,
                     )
                     gains.append(g)
@@ -199,7 +201,7 @@ def paired_gains(
                     n_subj = len(b)
                 if not gains:
                     continue
-                boot = _combine_repeats(np.stack(reps), rng)
+                boot = _combine_repeats(np.stack(reps), np.random.default_rng([seed, _COMBINE_STREAM]))
                 lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
                 out.append(
                     Gain(
@@ -219,6 +221,10 @@ def paired_gains(
                     )
                 )
     return out
+
+
+#: the stream that combines repeats (a repeat's own stream is (seed, repeat), repeat < this)
+_COMBINE_STREAM = 2**31 - 1
 
 
 def _combine_repeats(replicates: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -281,12 +281,6 @@ def test_the_answer_does_not_depend_on_the_order_of_the_table() -> None:
     assert paired_gains(trials.drop(columns="repeat"), scores, **kw) == ordered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="paired_gains draws every repeat's bootstrap replicates from one generator in the order "
-    "the repeats' rows appear in the trials table (iterrows), so the same trials listed in another "
-    "order (MLflow lists runs by start time) give other intervals and possibly other decisions",
-)
 def test_the_answer_with_repeats_does_not_depend_on_the_order_of_the_table() -> None:
     parts = [_noisy(seed=s) for s in (0, 1, 2)]
     for repeat, part in enumerate(parts):
