@@ -31,7 +31,16 @@ from salient.dashboards.links import EXPERIMENT_COLUMN, RUN_COLUMN, run_links
 from salient.dashboards.significance import Finding, dose_findings, paired_gains
 from salient.dashboards.training_figure import training_curves_figure
 
-__all__ = ["StudyView", "analysis_settings", "build_view", "findings_table", "is_short", "short_doses", "trials_table"]
+__all__ = [
+    "StudyView",
+    "analysis_settings",
+    "build_view",
+    "curve_trials",
+    "findings_table",
+    "is_short",
+    "short_doses",
+    "trials_table",
+]
 
 #: Search-space values the platform logs that are not sampled hyper-parameters.
 _NOT_SAMPLED = {"dose", "seed_size", "repeat", "trial", "run_id", names.PARAM_ARM}
@@ -114,6 +123,27 @@ def trials_table(results: pd.DataFrame, links: Mapping[str, str]) -> pd.DataFram
     return table.round(4).reset_index(drop=True)
 
 
+def _objective(study_params: Mapping[str, Any] | None) -> tuple[str, bool]:
+    """(the validation metric the study selected on, whether it maximised it)."""
+    p = study_params or {}
+    return str(p.get(names.PARAM_OBJECTIVE, "val_auprc")), str(p.get(names.PARAM_MODE, "max")) == "max"
+
+
+def curve_trials(results: pd.DataFrame, study_params: Mapping[str, Any] | None) -> tuple[pd.DataFrame, str | None]:
+    """The trials the dose curves and findings use: where a study varies more than dose and seed
+    size (several trials per arm, seed size, dose and repeat), the one per cell with the best
+    validation objective the study recorded; returns them and a note saying so (or None)."""
+    cell = [c for c in ("arm", "seed_size", "dose", "repeat") if c in results.columns]
+    objective, maximise = _objective(study_params)
+    if not results.duplicated(subset=cell).any() or objective not in results.columns:
+        return results, None
+    note = (
+        "the study varies more than dose and seed size: curves show, per cell, the trial with the best "
+        f"{objective} (validation)"
+    )
+    return best_per_cell(results, objective, maximise), note
+
+
 def analysis_settings(study_params: Mapping[str, Any] | None) -> dict[str, Any]:
     """The significance analysis' settings as the study recorded them (defaults otherwise)."""
     p = study_params or {}
@@ -194,15 +224,10 @@ def build_view(
     results = results[~is_short(results)]
     has_curves = "dose" in results.columns and bool(prevalences(results))
     all_trials = results
-    cell = [c for c in ("arm", "seed_size", "dose", "repeat") if c in results.columns]
-    objective = str((study_params or {}).get(names.PARAM_OBJECTIVE, "val_auprc"))
-    maximise = str((study_params or {}).get(names.PARAM_MODE, "max")) == "max"
-    if has_curves and results.duplicated(subset=cell).any() and objective in results.columns:
-        results = best_per_cell(results, objective, maximise)
-        view.notes.append(
-            "the study varies more than dose and seed size: curves show, per cell, the trial with the best "
-            f"{objective} (validation)"
-        )
+    objective, maximise = _objective(study_params)
+    if has_curves:
+        results, note = curve_trials(results, study_params)
+        view.notes += [note] if note else []
     view.results = results
     if has_curves:
         if scores is not None and not scores.empty:

@@ -143,6 +143,7 @@ def _preview(study: Study, resolved: dict[int, Any], console: Console) -> tuple[
 
 
 def _study_params(study: Study, study_path: str | Path, plan: Plan, key: str, cohort: Any) -> dict[str, Any]:
+    from salient.platform.study_findings import study_analysis_params
     from salient.platform.tracking import git_revision
 
     return {
@@ -154,13 +155,8 @@ def _study_params(study: Study, study_path: str | Path, plan: Plan, key: str, co
         "n_trials": plan.n_trials,
         "sampler": study.sampler.name,
         "preset": study.stages.preset,
-        names.PARAM_OBJECTIVE: study.sampler.metric,
-        names.PARAM_MODE: study.sampler.mode,
         # what the significance analysis (dashboards, report) needs to redo itself
-        names.PARAM_CI: study.evaluation.ci,
-        names.PARAM_BOOTSTRAP: study.evaluation.bootstrap,
-        names.PARAM_DRAWS: study.evaluation.prevalence_draws,
-        names.PARAM_SEED: study.seed,
+        **study_analysis_params(study),
         names.PARAM_STAGE_CACHE: str((study.output_dir / "stage_cache").resolve()),
         # What CPU results are reproducible under (see README "Guarantees"): same code, same
         # library versions, same threads per trial.
@@ -289,9 +285,9 @@ def _run_held(
             trial_log.log(o)
         if execution.stopped_early:
             console.print(f"{execution.stopped_early} sampled draw(s) stopped early by ASHA (not results)")
+        results_csv = _write_local_results(study, outcomes)  # kept even if MLflow never comes back
         _after_trials(study, outcomes, console, tracker)
         _summary(console, study, outcomes)
-        results_csv = _write_local_results(study, outcomes)  # kept even if MLflow never comes back
         trial_log.flush(float(os.environ.get(MLFLOW_WAIT_ENV, MLFLOW_WAIT_S)), results_csv)
         if results_csv is not None:
             tracker.log_parent_artifact(results_csv)
@@ -448,7 +444,11 @@ def _after_trials(study: Study, outcomes: list[Any], console: Console, tracker: 
     from salient.platform.study_findings import study_findings, write_findings
     from salient.platform.tracking import TRACKING_ERRORS
 
-    findings = study_findings(study, outcomes)
+    try:
+        findings = study_findings(study, outcomes)
+    except ValueError as exc:  # the trials and results.csv stand; `platform report` redoes the analysis
+        console.print(Text(f"could not compute the findings: {exc}", style="red"))
+        findings = []
     if findings:
         console.print("[bold]findings[/] (chosen on validation, reported on test):")
         for f in findings:
@@ -459,7 +459,11 @@ def _after_trials(study: Study, outcomes: list[Any], console: Console, tracker: 
         except TRACKING_ERRORS as exc:
             console.print(Text(f"could not log {path.name} to MLflow: {short_error(exc)}", style="yellow"))
     if study.tracking.register_generator:
-        _register_generators(study, outcomes, console, tracker)
+        try:
+            _register_generators(study, outcomes, console, tracker)
+        except TRACKING_ERRORS as exc:  # the study's results stand; a rerun registers them (idempotent)
+            message = f"could not register the generators: {short_error(exc)}; rerun to retry"
+            console.print(Text(message, style="yellow"))
 
 
 def _register_generators(study: Study, outcomes: list[Any], console: Console, tracker: Any) -> None:

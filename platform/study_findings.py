@@ -19,7 +19,7 @@ import pandas as pd
 from salient.dashboards import names
 from salient.dashboards.analysis import prevalences
 from salient.dashboards.significance import Finding, dose_findings
-from salient.dashboards.views import is_short
+from salient.dashboards.views import analysis_settings, curve_trials, is_short
 from salient.platform.outcome import TrialOutcome
 from salient.platform.study.schema import Study
 
@@ -49,11 +49,26 @@ def study_findings(study: Study, outcomes: Sequence[TrialOutcome]) -> list[Findi
     results = results[~is_short(results)]  # a dose that could not be filled is not that dose
     if scores is None or results.empty or "dose" not in results.columns or not (results["dose"] == 0).any():
         return []
-    ev = study.evaluation
+    # the dashboard's own selection and settings (so the printed answer is the dashboard's)
+    params = study_analysis_params(study)
+    results, note = curve_trials(results, params)
+    if note:
+        log.info("%s", note)
     prevs: list[float | None] = [None, *prevalences(results)]
-    return dose_findings(
-        results, scores, prevs, level=ev.ci, n_boot=max(ev.bootstrap, 1), draws=ev.prevalence_draws, seed=study.seed
-    )
+    return dose_findings(results, scores, prevs, **analysis_settings(params))
+
+
+def study_analysis_params(study: Study) -> dict[str, Any]:
+    """The study-run params the significance analysis reads (as the dashboards get them from MLflow)."""
+    ev = study.evaluation
+    return {
+        names.PARAM_OBJECTIVE: study.sampler.metric,
+        names.PARAM_MODE: study.sampler.mode,
+        names.PARAM_CI: ev.ci,
+        names.PARAM_BOOTSTRAP: ev.bootstrap,
+        names.PARAM_DRAWS: ev.prevalence_draws,
+        names.PARAM_SEED: study.seed,
+    }
 
 
 def findings_document(study: Study, findings: Sequence[Finding]) -> dict[str, Any]:
@@ -67,7 +82,9 @@ def findings_document(study: Study, findings: Sequence[Finding]) -> dict[str, An
         "rule": "chosen on validation (paired bootstrap over subjects, two-stage across repeats, Bonferroni over "
         "each curve's doses); the chosen dose's test gain reported with an unadjusted interval",
         "level": study.evaluation.ci,
-        "bootstrap": study.evaluation.bootstrap,
+        # replicates of the paired bootstrap (evaluation.bootstrap; 0 there turns off the per-trial
+        # intervals only: the significance analysis then uses 1000)
+        "bootstrap": analysis_settings(study_analysis_params(study))["n_boot"],
         "findings": [
             {
                 "arm": f.arm,
