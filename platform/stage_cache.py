@@ -30,7 +30,16 @@ import torch
 from filelock import FileLock
 from salient.platform.hashing import content_hash
 
-__all__ = ["CODE_VERSION", "VERSIONED_PACKAGES", "StageCache", "StageKey", "code_version", "stage_key"]
+__all__ = [
+    "CODE_VERSION",
+    "EVALUATION_VERSION",
+    "VERSIONED_PACKAGES",
+    "StageCache",
+    "StageKey",
+    "code_version",
+    "source_version",
+    "stage_key",
+]
 
 
 #: The packages whose source determines what a stage computes: the models and the stages (with
@@ -53,6 +62,24 @@ def code_version() -> str:
 
 
 CODE_VERSION = code_version()
+
+#: The modules that turn a trial's scores into its metrics (outside the stage packages, so not in
+#: :data:`CODE_VERSION`); their source is part of a trial's identity (see ``TrialPlan.trial_key``).
+EVALUATION_MODULES = ("salient.platform.evaluation", "salient.dashboards.stats")
+
+
+def source_version(modules: tuple[str, ...]) -> str:
+    """Hash of the source files of ``modules``."""
+    h = hashlib.sha256()
+    for module in modules:
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin is not None
+        h.update(module.encode())
+        h.update(Path(spec.origin).read_bytes())
+    return h.hexdigest()[:12]
+
+
+EVALUATION_VERSION = source_version(EVALUATION_MODULES)
 
 
 @dataclass(frozen=True)

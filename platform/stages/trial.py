@@ -25,7 +25,7 @@ from salient.dashboards import names
 from salient.models.configs import STAGE_CONFIGS
 from salient.platform.cohort.prepare import LoadedCohort
 from salient.platform.splits import Split, make_split
-from salient.platform.stage_cache import StageCache, StageKey, stage_key
+from salient.platform.stage_cache import EVALUATION_VERSION, StageCache, StageKey, stage_key
 from salient.platform.stages import AGGREGATOR, POOL
 from salient.platform.stages.base import StageEvent, StageRun, TrialData, lesion_slice_count
 from salient.platform.stages.registry import STAGE_BY_NAME, STAGES
@@ -65,8 +65,17 @@ class TrialPlan:
 
     @property
     def trial_key(self) -> str:
-        """Identity of the trial's result (last stage key + its values), to find it again in MLflow."""
-        text = self.keys[AGGREGATOR].key + repr(sorted((k, repr(v)) for k, v in self.params.items()))
+        """Identity of the trial's result, to find it again in the trial store and MLflow: the last
+        stage's key, the trial's values, and how its metrics are computed (the evaluation settings
+        and the evaluation code), so a rerun after changing only those re-scores the trial instead
+        of reusing metrics computed the old way."""
+        evaluation = self.study.evaluation.model_dump(mode="json")
+        text = (
+            self.keys[AGGREGATOR].key
+            + repr(sorted((k, repr(v)) for k, v in self.params.items()))
+            + repr(sorted(evaluation.items()))
+            + EVALUATION_VERSION
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def settings(self) -> dict[str, Any]:

@@ -262,3 +262,24 @@ def test_a_real_control_the_cohort_cannot_fill_is_refused(trials: dict[str, obje
             continue
         with pytest.raises(StudyError, match=rf"protocol\.control_doses.*at most dose {fits:.2f}"):
             _resolve_trials(study, build_plan(study), cohort)
+
+
+def test_the_trial_key_changes_with_how_metrics_are_computed(
+    trials: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished trial is found again by its key (trial store, MLflow): changing only the evaluation
+    settings or the evaluation code keeps every stage key but must re-score the trial, not reuse
+    metrics computed the old way."""
+    from salient.platform.stages import trial as trial_module
+
+    study, cohort = trials["study"], trials["cohort"]
+    plan, _ = trials["3x"]  # type: ignore[misc]
+    same = plan_trial(study, plan.params, 0, 3.0, cohort)  # type: ignore[arg-type]
+    assert same.trial_key == plan.trial_key
+    for update in ({"prevalences": (0.2,)}, {"prevalence_draws": 3}, {"bootstrap": 11}, {"tvr_prevalence": 0.1}):
+        other = study.model_copy(update={"evaluation": study.evaluation.model_copy(update=update)})  # type: ignore[attr-defined]
+        changed = plan_trial(other, plan.params, 0, 3.0, cohort)  # type: ignore[arg-type]
+        assert changed.keys == plan.keys and changed.trial_key != plan.trial_key, update
+    before = plan.trial_key  # a property: computed when read
+    monkeypatch.setattr(trial_module, "EVALUATION_VERSION", "other-evaluation-code")
+    assert plan_trial(study, plan.params, 0, 3.0, cohort).trial_key != before  # type: ignore[arg-type]
