@@ -24,6 +24,7 @@ __all__ = [
     "dice_score",
     "frechet_distance",
     "ms_ssim",
+    "ms_ssim_plan",
     "random_conv_extractor",
 ]
 
@@ -38,6 +39,22 @@ class MSSSIMResult:
     kernel_size: int
 
 
+def ms_ssim_plan(size: int) -> tuple[int, int]:
+    """(scales, kernel) of MS-SSIM for ``size`` px: the most scales (at most 5), then the larger
+    kernel (11, else 7), such that the coarsest scale (``size // 2**(scales-1)``) still holds the
+    kernel and MONAI's own size rule (``size // max(1, scales-1)**2 > kernel - 1``) holds."""
+    for scales in range(5, 0, -1):
+        for kernel in (11, 7):
+            coarsest = size // 2 ** (scales - 1)
+            if (
+                coarsest >= kernel
+                and size > (kernel - 1) * 2 ** (scales - 1)
+                and size // max(1, scales - 1) ** 2 > kernel - 1
+            ):
+                return scales, kernel
+    raise ValueError(f"MS-SSIM needs images of at least 16 px, got {size}")
+
+
 def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> MSSSIMResult:
     """MS-SSIM for (B, 1, H, W) images of any size >= 16 px, via MONAI.
 
@@ -50,10 +67,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> MSSSIM
     size = min(x.shape[-2:])
     if size < 16:
         raise ValueError(f"MS-SSIM needs images of at least 16 px, got {tuple(x.shape[-2:])}")
-    for scales in range(5, 0, -1):
-        kernel = 11 if size >= 10 * 2 ** (scales - 1) + 1 else 7
-        if size > (kernel - 1) * 2 ** (scales - 1):
-            break
+    scales, kernel = ms_ssim_plan(size)
     weights = np.array(_MS_SSIM_WEIGHTS[:scales])
     metric = MultiScaleSSIMMetric(
         spatial_dims=2, data_range=data_range, kernel_size=kernel, weights=tuple(weights / weights.sum())

@@ -13,6 +13,7 @@ from salient.models.metrics import (
     frechet_distance,
     load_feature_extractor,
     ms_ssim,
+    ms_ssim_plan,
     random_conv_extractor,
 )
 
@@ -107,16 +108,27 @@ def test_ms_ssim_refuses_images_below_16_px() -> None:
         ms_ssim(torch.zeros(1, 1, 40, 15), torch.zeros(1, 1, 40, 15))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ms_ssim picks (scales, kernel) by size > (kernel-1) * 2**(scales-1), but MONAI requires "
-    "size // max(1, scales-1)**2 > kernel-1 (and the coarsest image >= kernel): sizes 21, 25-27, "
-    "41-43, 49-62, 81-111 and 161-175 px raise although the docstring promises any size >= 16 px",
-)
-@pytest.mark.parametrize("size", [21, 25, 56, 96, 170])
+@pytest.mark.parametrize("size", [21, 25, 56, 96, 170, 175])
 def test_ms_ssim_works_for_every_size_from_16_px(size: int) -> None:
+    """Sizes 21, 25-27, 41-43, 49-62, 81-111 and 161-175 px raised (the plan ignored MONAI's size
+    rule and the coarsest scale's size); every size from 16 px now has a plan that runs."""
     x = torch.zeros(1, 1, size, size)
     assert ms_ssim(x, x).value == pytest.approx(1.0, abs=1e-5)
+
+
+def test_every_size_from_16_to_300_px_has_a_plan_monai_accepts() -> None:
+    from monai.metrics import MultiScaleSSIMMetric
+
+    g = torch.Generator().manual_seed(0)
+    for size in range(16, 301):
+        scales, kernel = ms_ssim_plan(size)
+        assert size // 2 ** (scales - 1) >= kernel, size
+        if size in (16, 24, 48, 64, 96, 128, 176, 200, 256, 300):  # a sample: MONAI computes it
+            x, y = torch.rand(2, 1, 1, size, size, generator=g)
+            weights = (1.0 / scales,) * scales
+            MultiScaleSSIMMetric(spatial_dims=2, data_range=1.0, kernel_size=kernel, weights=weights)(x, y)
+    assert ms_ssim_plan(48) == (3, 11) and ms_ssim_plan(176) == (5, 11)  # unchanged where it worked
+    assert ms_ssim_plan(56) == (3, 11) and ms_ssim_plan(21) == (2, 7)
 
 
 def test_frechet_distance_equals_the_closed_form_of_commuting_covariances() -> None:
