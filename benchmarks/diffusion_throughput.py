@@ -58,8 +58,10 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
-    if args.device == "cpu":  # as in trial workers: oneDNN's AVX-512 1x1-conv backward segfaults in torch 2.13
-        torch.backends.mkldnn.enabled = False
+    if args.device == "cpu":  # as in trial workers: oneDNN on, its broken 1x1 backward kernel routed around
+        from salient.platform.torch_runtime import configure_torch
+
+        configure_torch(torch.get_num_threads())
     print(
         f"device={args.device} width={args.width} batch={args.batch} steps={args.steps} "
         f"torch={torch.__version__} threads={torch.get_num_threads()}"

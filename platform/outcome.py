@@ -13,7 +13,7 @@ __all__ = ["TrialOutcome"]
 @dataclass(frozen=True)
 class TrialOutcome:
     """A finished trial: its identity, values, metrics, stage keys and events, and where its
-    artifacts are (the Tune checkpoint folder)."""
+    artifacts are (its folder in the trial store)."""
 
     trial_id: str
     trial_key: str

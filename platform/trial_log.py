@@ -118,7 +118,7 @@ class TrialLog:
             for o in list(self.pending.values()):
                 self.log(o)
         if self.pending:
-            kept = f"Tune checkpoints, stage cache, {results_file}" if results_file else "Tune checkpoints, stage cache"
+            kept = f"trial store, stage cache, {results_file}" if results_file else "trial store, stage cache"
             raise TrackingUnavailableError(
                 f"{len(self.pending)} finished trial(s) could not be logged to MLflow at {self.tracker.uri}: "
                 + ", ".join(o.trial_id for o in self.pending.values())
