@@ -281,7 +281,7 @@ def _study_view(path: str, tracking_uri: str | None, mlflow_ui: str | None) -> t
     """(study, its MLflow results source, study run id, results, view) of a study that has run."""
     from salient.dashboards.app import preview_for
     from salient.dashboards.views import build_view
-    from salient.platform.pipeline import find_study
+    from salient.platform.pipeline import find_study, other_version_note
     from salient.platform.results import MlflowResults
 
     study, tracker, parent = find_study(path, tracking_uri)
@@ -298,6 +298,8 @@ def _study_view(path: str, tracking_uri: str | None, mlflow_ui: str | None) -> t
         source.histories(results),
         mlflow_ui,
     )
+    if (note := other_version_note(study, parent)) is not None:
+        view.notes.insert(0, note)
     return study, source, run_id, results, view
 
 

@@ -134,6 +134,9 @@ def quiet_known_noise() -> None:
     Logging filters sit on the emitting logger itself, so they hold whatever handlers the library
     configures later (MLflow and Ray set up their own at import). Calling this twice adds nothing.
     """
+    # MLflow draws a progress bar per artifact download ("Downloading artifacts: 100%|...") on
+    # stderr: `report` and `dashboard` read one small artifact per trial, so a page of bars.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for w in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=w.message, category=w.category)
     by_logger: dict[str, list[HarmlessLogLine]] = {}

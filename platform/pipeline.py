@@ -36,12 +36,20 @@ from salient.platform.hashing import content_hash
 from salient.platform.progress import progress_view
 from salient.platform.progress_tag import ProgressTag
 from salient.platform.run_lock import hold_output_dir
-from salient.platform.stage_cache import CODE_VERSION, StageCache, StageKey
+from salient.platform.stage_cache import CODE_VERSION, EVALUATION_VERSION, StageCache, StageKey
 from salient.platform.stages import STAGE_NAMES
 from salient.platform.study import Plan, Study, build_plan, load_study
 from salient.platform.trial_log import TrackingUnavailableError, TrialLog, short_error
 
-__all__ = ["StudyRun", "TrackingUnavailableError", "find_study", "run_study", "study_key", "study_status"]
+__all__ = [
+    "StudyRun",
+    "TrackingUnavailableError",
+    "find_study",
+    "other_version_note",
+    "run_study",
+    "study_key",
+    "study_status",
+]
 
 #: After the trials, how long to keep retrying MLflow for results it could not take (seconds).
 MLFLOW_WAIT_S, MLFLOW_WAIT_ENV = 120.0, "SALIENT_MLFLOW_WAIT_S"
@@ -57,11 +65,13 @@ log = logging.getLogger(__name__)
 
 
 def study_key(study: Study) -> str:
-    """Identity of a study's resolved content (not its file name or output folder) + code version."""
+    """Identity of a study's resolved content (not its file name or output folder) + code version
+    (the stages' and the evaluation's: a trial re-scored by new evaluation code gets a new study
+    run, not a second child run beside its old one)."""
     content = study.model_dump(
         mode="json", exclude={"source_file", "output_dir", "tracking", "ray", "resources", "guidance_profile"}
     )
-    return content_hash([content, CODE_VERSION], 16, default=str)
+    return content_hash([content, CODE_VERSION, EVALUATION_VERSION], 16, default=str)
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,8 @@ def _check_real_control(study: Study, trial: Any, cohort: Any) -> None:
     if available >= trial.n_synthetic:
         return
     dose, seed = trial.params.get("dose"), trial.params.get("seed_size")
-    most = available / max(trial.n_real_positive, 1)
+    ratio = study.protocol.dose_unit == "ratio"
+    most = available / max(trial.n_real_positive, 1) if ratio else float(available)
     raise StudyError.single(
         study.source_file or "study",
         "protocol.control_doses",
@@ -446,8 +457,8 @@ def _after_trials(study: Study, outcomes: list[Any], console: Console, tracker: 
 
     try:
         findings = study_findings(study, outcomes)
-    except ValueError as exc:  # the trials and results.csv stand; `platform report` redoes the analysis
-        console.print(Text(f"could not compute the findings: {exc}", style="red"))
+    except Exception as exc:  # the trials and results.csv stand; `platform report` redoes the analysis
+        console.print(Text(f"could not compute the findings: {type(exc).__name__}: {exc}", style="red"))
         findings = []
     if findings:
         console.print("[bold]findings[/] (chosen on validation, reported on test):")
@@ -548,8 +559,25 @@ def study_status(study_path: str | Path, tracking_uri: str | None, console: Cons
         )
     console.print(table)
     done = sum(r.info.status == "FINISHED" for r in children)
+    if (note := other_version_note(study, parent)) is not None:
+        console.print(Text(note, style="yellow"))
+        console.print(f"{done} trials logged in that run")
+        return 0
     console.print(f"{done}/{plan.n_trials} trials logged")
     return 0
+
+
+def other_version_note(study: Study, parent: Any) -> str | None:
+    """What to tell a reader shown ``parent`` for ``study`` when it is not a run of this exact study
+    file and code (see :func:`find_study`); None when it is."""
+    if parent.data.tags.get(names.TAG_STUDY_KEY) == study_key(study):
+        return None
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime((parent.info.start_time or 0) / 1000))
+    return (
+        f"this is the newest run of study {study.name} (started {started}), made from another version of "
+        "the study file or of the code; its settings and results may differ from what the file now describes: "
+        "rerun the study for results of this version"
+    )
 
 
 def find_study(study_path: str | Path, tracking_uri: str | None) -> tuple[Study, Any, Any | None]:

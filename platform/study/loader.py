@@ -442,6 +442,18 @@ def load_study(path: str | Path, check_data: bool = True) -> Study:
                         "controls run at the doses of a dose grid; make dose a grid entry",
                     )
                 )
+            elif study.protocol.controls and sampled:
+                # a control trial is planned per grid cell before anything runs (its real slices are
+                # counted then); a sampled draw is planned only when it is drawn
+                issues.append(
+                    Issue(
+                        file,
+                        "protocol.controls",
+                        list(study.protocol.controls),
+                        f"controls run in grid studies; the search space samples {sampled}: make them grid "
+                        "entries or drop the controls",
+                    )
+                )
             if study.protocol.control_doses and not study.protocol.controls:
                 issues.append(
                     Issue(

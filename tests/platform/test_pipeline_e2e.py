@@ -639,6 +639,7 @@ def test_report_of_a_finished_study_is_one_offline_html_file(finished_study: tup
     out = tmp_path / "report.html"
     done = _platform("report", str(study), "-o", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "Downloading artifacts" not in done.stderr  # MLflow's progress bar per artifact read
     html = out.read_text()
     for part in ("Table 1", "<h2>Findings</h2>", "chosen on validation", 'id="figure-dose-response"'):
         assert part in html, part
@@ -671,8 +672,10 @@ def test_report_after_a_code_change_shows_the_newest_run_and_says_so(
     out = tmp_path / "after_upgrade.html"
     with caplog.at_level("WARNING", logger="salient.platform"):
         assert cli.main(["report", str(study), "-o", str(out)]) == 0
-    assert out.is_file() and "<h2>Findings</h2>" in out.read_text()
+    html = out.read_text()
+    assert out.is_file() and "<h2>Findings</h2>" in html
     assert f"showing its newest run {parent_id}" in caplog.text and "another version" in caplog.text
+    assert "made from another version of the study file or of the code" in html  # the reader is told too
 
 
 def test_report_compare_overlays_another_study(

@@ -204,6 +204,10 @@ def test_selection_is_refused_on_test_metrics(tmp_path: Path) -> None:
     )
     with pytest.raises(StudyError, match="controls run at the doses of a dose grid"):
         load_study(path)
+    space = {"dose": {"grid": [0, 4]}, "seed_size": {"grid": [2]}, "detector.lr": {"loguniform": [1e-4, 1e-2]}}
+    path.write_text(yaml.safe_dump({**STUDY, "search_space": space, "sampler": {"name": "tpe"}}))
+    with pytest.raises(StudyError, match=r"controls run in grid studies; the search space samples \['detector\.lr'\]"):
+        load_study(path)
 
 
 def test_control_doses_limit_where_the_controls_run(tmp_path: Path) -> None:
