@@ -86,7 +86,12 @@ def main() -> None:
     parser.add_argument("--validation-fraction", type=float, default=0.35)
     parser.add_argument("--prevalence", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--phantom-seed", type=int, default=0)
+    parser.add_argument(
+        "--phantom-seed",
+        type=int,
+        default=1,
+        help="not the demo's phantom (0): design choices made here must not see its test subjects",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: a temporary one)")
     args = parser.parse_args()
     configure_torch(1)

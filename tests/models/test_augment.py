@@ -60,3 +60,33 @@ def test_configs_refuse_negative_augmentation(config: type) -> None:
         config(augment_noise=-0.1)
     with pytest.raises(ValueError, match="shift and noise must be >= 0"):
         augment(*_batch(), torch.Generator(), shift=-1, flip=False, noise=0.0)
+
+
+def test_both_trainers_augment_their_labeled_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detector and the UCMT trainer pass every labeled batch through ``augment`` with their
+    config's settings (deleting the call, or ignoring the config, fails here)."""
+    from salient.models import detector as detector_module
+    from salient.models import ucmt as ucmt_module
+    from salient.models.configs import stage_config
+    from salient.models.detector import DetectorTrainer
+    from salient.models.ucmt import UCMTTrainer
+
+    calls: list[tuple[str, int, bool, float, int]] = []
+
+    def spy(module: str):  # type: ignore[no-untyped-def]
+        def wrapped(images, masks, generator, *, shift, flip, noise):  # type: ignore[no-untyped-def]
+            calls.append((module, shift, flip, noise, len(images)))
+            return augment(images, masks, generator, shift=shift, flip=flip, noise=noise)
+
+        return wrapped
+
+    monkeypatch.setattr(detector_module, "augment", spy("detector"))
+    monkeypatch.setattr(ucmt_module, "augment", spy("ucmt"))
+    images, masks = _batch()
+    labels = (torch.arange(16) % 2).float()
+    det_cfg = stage_config("detector", "tiny", {"steps": 2, "batch_size": 4, "augment_shift": 2, "augment_noise": 0.05})
+    DetectorTrainer(det_cfg, images, labels, masks * labels[:, None, None, None]).train()
+    ucmt_cfg = UCMTConfig(train_steps=2, batch_size=4, augment_shift=3, augment_flip=False, augment_noise=0.01)
+    UCMTTrainer(ucmt_cfg, (images[:8, :1], masks[:8]), images[8:, :1], seed=0).train()
+    assert [c for c in calls if c[0] == "detector"] == [("detector", 2, True, 0.05, 4)] * 2
+    assert [c for c in calls if c[0] == "ucmt"] == [("ucmt", 3, False, 0.01, 4)] * 2
