@@ -279,7 +279,9 @@ class Finding:
         over = f"Bonferroni over {k} dose{'s' if k != 1 else ''}"
         if self.chosen is None:
             best = max(self.validation, key=lambda g: g.gain) if self.validation else None
-            text = f"{where}{arm}: no significant effect on validation"
+            # "effect" only where nothing is significant: a significant loss is still an effect
+            verdict = "no significant gain" if self.toxic is not None else "no significant effect"
+            text = f"{where}{arm}: {verdict} on validation"
             if best is not None:
                 text += f" (largest {self.metric} gain {best.text()} at {best.dose:g}x, {over})"
         else:

@@ -112,7 +112,7 @@ def draw_lesion_blocks(
         raise ValueError("synthesis needs at least one host subject and one seed lesion extent")
     hw = hosts[0].image.shape[1:]
     blocks: list[LesionBlock] = []
-    n_lesion, tries = 0, 0
+    n_lesion, tries, rejected = 0, 0, 0
     while (n_lesion < min_lesion_slices or len(blocks) < min_blocks) and tries < 50 * max(
         min_lesion_slices, min_blocks, 1
     ):
@@ -132,9 +132,10 @@ def draw_lesion_blocks(
                 n_lesion += int(lesion.sum())
                 break
         else:
+            rejected += 1
             if counts is not None:
                 counts["placement_rejected"] = counts.get("placement_rejected", 0) + 1
-    if not blocks and not (counts or {}).get("placement_rejected"):
+    if not blocks and not rejected:  # this call's rejections: ``counts`` adds up over a pool's rounds
         raise RuntimeError("MaskVAE3D produced only empty masks; it is undertrained (raise mask_vae.epochs)")
     return blocks  # empty when every mask was refused by the placement rule: counted, the caller decides
 

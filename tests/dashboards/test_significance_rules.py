@@ -396,6 +396,11 @@ def test_no_significant_effect_is_said_with_the_largest_gain() -> None:
         "seed all, prevalence 0.05 [shuffled control]: no significant effect on validation "
         "(largest auprc gain +0.030 [-0.010, +0.070] at 2x, Bonferroni over 3 doses)"
     )
+    # with a significant loss it is not "no effect": the sentence says no gain, then the toxic dose
+    toxic = _gain(-0.2, -0.03, -0.1, dose=4.0)
+    harmed = Finding("synthetic", 6, None, "auprc", gains, None, None, toxic, toxic)
+    assert harmed.sentence().startswith("seed 6, whole set: no significant gain on validation (largest")
+    assert "toxic from 4x" in harmed.sentence() and "no significant effect" not in harmed.sentence()
     empty = Finding("synthetic", 6, None, "auprc", (), None, None, None, None)
     assert empty.sentence() == "seed 6, whole set: no significant effect on validation"
     assert empty.therapeutic_dose is None and empty.toxic_dose is None
