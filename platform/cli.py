@@ -694,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("alembic", "mlflow", "ray", "urllib3", "filelock"):
+    for noisy in ("alembic", "mlflow", "optuna", "ray", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_known_noise()  # known-harmless third-party lines, listed with why in salient.platform.console
     # emoji=False: a user's ":name:" prints as typed. Markup stays on for the platform's own

@@ -93,7 +93,7 @@ def test_a_significant_loss_is_toxic_and_a_flat_curve_says_so() -> None:
     assert finding.toxic_test is not None and finding.toxic_test.direction == "loss"
     by_dose = {g.dose: g for g in finding.validation}
     assert by_dose[1.0].gain == 0.0 and by_dose[1.0].direction == "none"  # identical scores: exactly 0
-    assert "no significant effect" in finding.sentence() and "toxic from 4x" in finding.sentence()
+    assert "no significant gain" in finding.sentence() and "toxic from 4x" in finding.sentence()
 
 
 def test_ties_go_to_the_smallest_dose_without_exact_float_equality() -> None:
