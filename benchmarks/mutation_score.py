@@ -1034,6 +1034,19 @@ EQUIVALENT: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "salient.models.metrics",
+        "and size > (kernel - 1) * 2 ** (scales - 1)",
+        "and size >= (kernel - 1) * 2 ** (scales - 1)",
+        "at size == (kernel-1) * 2**(scales-1) the coarsest scale holds kernel-1 px, which the check "
+        "before it already refuses",
+    ),
+    (
+        "salient.models.metrics",
+        'raise ValueError(f"MS-SSIM needs images of at least 16 px, got {size}")',
+        "raise ValueError(None)",
+        "the message only: ms_ssim refuses sizes < 16 px with its own message before asking for a plan",
+    ),
+    (
+        "salient.models.metrics",
         "size = min(x.shape[-2:])",
         "size = min(x.shape[+2:])",
         "images and attention maps are (B, 1, H, W) tensors: shape[2:] is shape[-2:]",

@@ -426,3 +426,26 @@ def test_findings_are_ordered_by_arm_seed_size_and_prevalence() -> None:
     for f in findings:  # each finding's gains are at its own prevalence
         assert f.chosen_test is not None and f.chosen_test.prevalence == f.prevalence
         assert all(g.prevalence == f.prevalence and g.seed_size == f.seed_size for g in f.validation)
+
+
+def test_a_repeat_without_its_0x_trial_is_skipped_and_the_later_ones_still_count() -> None:
+    """A repeat whose 0x trial is missing (failed, or not logged yet) has nothing to pair with and
+    is skipped; the repeats after it are still analysed (a mutation that stopped at the first such
+    repeat survived the suite)."""
+    from tests.dashboards.study_data import make_study
+
+    results, scores = make_study(seed_sizes=(6,), doses=(0.0, 2.0))
+    trials, all_scores = [], []
+    for repeat in (0, 1, 2):
+        r = results.assign(repeat=repeat, trial=results["trial"] + f"_r{repeat}")
+        trials.append(r[r["dose"] > 0] if repeat == 0 else r)  # repeat 0 lost its 0x trial
+        all_scores.append(scores.assign(trial=scores["trial"] + f"_r{repeat}"))
+    (gain,) = paired_gains(
+        pd.concat(trials, ignore_index=True),
+        pd.concat(all_scores, ignore_index=True),
+        role="validation",
+        prevalence=None,
+        n_boot=50,
+        draws=2,
+    )
+    assert gain.n_repeats == 2 and gain.dose == 2.0
