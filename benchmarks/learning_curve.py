@@ -9,8 +9,8 @@ synthetic data can matter)?
     python benchmarks/learning_curve.py --subjects 280 --positives 100 --seeds 3 6 10 20 --repeats 2
 
 Prints one row per seed size: lesion slices, detector steps, test AUROC of the aggregator's and of
-the max-slice score (mean over repeats, with the percentile bootstrap interval of the pooled test
-subjects), AUPRC at the first prevalence, validation AUROC and seconds per trial.
+the max-slice score (mean over repeats, with a two-stage percentile bootstrap interval: repeats,
+then subjects), AUPRC at the first prevalence, validation AUROC and seconds per trial.
 """
 
 from __future__ import annotations
@@ -62,11 +62,27 @@ def _study(args: argparse.Namespace, out: Path) -> dict:
     }
 
 
-def _boot_auroc(labels: np.ndarray, scores: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+def _boot_auroc(
+    labels: list[np.ndarray], scores: list[np.ndarray], n: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile interval of the mean over repeats of the test AUROC: two-stage - resample the
+    repeats, then each drawn repeat's subjects (stratified) - so it matches the printed point (the
+    mean of per-repeat AUROCs) and holds the spread between repeats (one repeat: the plain
+    stratified bootstrap)."""
     rng = np.random.default_rng(seed)
-    pos, neg = np.nonzero(labels == 1)[0], np.nonzero(labels == 0)[0]
-    idx = np.concatenate([rng.choice(pos, (n, len(pos))), rng.choice(neg, (n, len(neg)))], axis=1)
-    lo, hi = np.quantile(auroc_rows(labels[idx], scores[idx]), [0.025, 0.975])
+    per_repeat = []
+    for y, s in zip(labels, scores, strict=True):
+        pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
+        idx = np.concatenate([rng.choice(pos, (n, len(pos))), rng.choice(neg, (n, len(neg)))], axis=1)
+        per_repeat.append(auroc_rows(y[idx], s[idx]))
+    reps = np.stack(per_repeat)  # (R, n)
+    if len(reps) == 1:
+        boot = reps[0]
+    else:
+        which = rng.integers(len(reps), size=(n, len(reps)))
+        column = rng.integers(n, size=(n, len(reps)))
+        boot = reps[which, column].mean(axis=1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
     return float(lo), float(hi)
 
 
@@ -120,8 +136,8 @@ def main() -> None:
                 mx.append(test.max_slice)
                 rows.append((plan.n_real_positive, result.metrics, time.perf_counter() - start))
             m = [r[1] for r in rows]
-            lo, hi = _boot_auroc(np.concatenate(labels), np.concatenate(agg))
-            lo_m, hi_m = _boot_auroc(np.concatenate(labels), np.concatenate(mx))
+            lo, hi = _boot_auroc(labels, agg)
+            lo_m, hi_m = _boot_auroc(labels, mx)
             mean = lambda key, m=m: float(np.mean([x[key] for x in m]))  # noqa: E731
             print(
                 f"| {seed_size} | {np.mean([r[0] for r in rows]):.0f} | {mean('detector_steps'):.0f} "
