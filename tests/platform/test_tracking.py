@@ -159,3 +159,20 @@ def test_artifacts_are_logged_with_the_child(uri: str, experiment: str, tmp_path
     rid, _ = tracker.log_trial("trial-f", "t", {}, {"m": 1.0}, {}, artifacts=(result, tmp_path / "missing.png"))
     names = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(rid)}
     assert names == {"trial_result.json"}  # a missing file is skipped, not an error
+
+
+def test_the_newest_study_run_of_a_name_is_found_whatever_its_key(uri: str, experiment: str) -> None:
+    """`report`/`status` fall back to the newest study run of the study's name (another version of
+    the file or code): newest by start time, only study runs (not trials, not other names)."""
+    import time
+
+    tracker = Tracker(uri, experiment)
+    assert tracker.newest_study_run("dose") is None  # nothing logged yet
+    old, _ = Tracker(uri, experiment).start_study("key-old", "dose", {}, {"salient.kind": "study"})
+    time.sleep(0.01)  # MLflow's start times are in milliseconds
+    new, _ = (newer := Tracker(uri, experiment)).start_study("key-new", "dose", {}, {"salient.kind": "study"})
+    newer.log_trial("trial-key", "dose", {"dose": 1}, {"auprc": 0.5}, {}, [])  # a child named like the study
+    time.sleep(0.01)
+    Tracker(uri, experiment).start_study("key-other", "other_study", {}, {"salient.kind": "study"})
+    found = Tracker(uri, experiment).newest_study_run("dose")
+    assert found is not None and found.info.run_id == new != old
