@@ -266,6 +266,15 @@ def test_a_real_control_the_cohort_cannot_fill_is_refused(trials: dict[str, obje
             continue
         with pytest.raises(StudyError, match=rf"protocol\.control_doses.*at most dose {fits:.2f}"):
             _resolve_trials(study, build_plan(study), cohort)
+    # with doses in slices, the largest fillable dose is the spare slices themselves
+    space = {"dose": {"grid": [0.0, float(extra + 5)]}, "seed_size": {"grid": [2]}}
+    protocol = {**STUDY["protocol"], "dose_unit": "slices"}  # type: ignore[dict-item]
+    path.write_text(
+        yaml.safe_dump({**STUDY, "search_space": space, "protocol": protocol, "output_dir": str(tmp_path / "out")})
+    )
+    study = load_study(path)
+    with pytest.raises(StudyError, match=rf"adds {extra + 5} real lesion slices.*at most dose {extra:.2f}"):
+        _resolve_trials(study, build_plan(study), cohort)
 
 
 def test_the_trial_key_changes_with_how_metrics_are_computed(
