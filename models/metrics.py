@@ -45,12 +45,8 @@ def ms_ssim_plan(size: int) -> tuple[int, int]:
     kernel and MONAI's own size rule (``size // max(1, scales-1)**2 > kernel - 1``) holds."""
     for scales in range(5, 0, -1):
         for kernel in (11, 7):
-            coarsest = size // 2 ** (scales - 1)
-            if (
-                coarsest >= kernel
-                and size > (kernel - 1) * 2 ** (scales - 1)
-                and size // max(1, scales - 1) ** 2 > kernel - 1
-            ):
+            coarsest = size // 2 ** (scales - 1)  # >= kernel also gives size > (kernel-1) * 2**(scales-1)
+            if coarsest >= kernel and size // max(1, scales - 1) ** 2 > kernel - 1:
                 return scales, kernel
     raise ValueError(f"MS-SSIM needs images of at least 16 px, got {size}")
 

@@ -398,3 +398,23 @@ def test_table1_markdown_renders_every_cell() -> None:
 def test_table1_markdown_leaves_a_missing_cell_blank() -> None:
     df = pd.DataFrame({"dose": [0.0, 1.0], "auprc_p0.05": [0.3, 0.4], "auprc_p0.1": [0.2, np.nan]})
     assert "nan" not in table1_markdown(table1(df))
+
+
+def test_table1_intervals_use_the_level_asked_for() -> None:
+    """With repeats, Table 1's intervals are t intervals at ``level`` (a mutation that dropped the
+    level, falling back to 0.95, survived)."""
+    from scipy import stats
+
+    values = {0.0: [0.30, 0.34, 0.38], 2.0: [0.40, 0.46, 0.43]}
+    df = pd.DataFrame(
+        [
+            {"seed_size": 6, "dose": dose, "repeat": r, "auprc_p0.05": v, "auprc": v}
+            for dose, vs in values.items()
+            for r, v in enumerate(vs)
+        ]
+    )
+    for level in (0.8, 0.95):
+        row = table1(df, level=level).set_index("dose").loc[2.0]
+        vs = np.array(values[2.0])
+        half = stats.t.ppf(0.5 + level / 2, 2) * vs.std(ddof=1) / np.sqrt(3)
+        assert row["AUPRC@0.05"] == f"{vs.mean():.3f} [{vs.mean() - half:.3f}, {vs.mean() + half:.3f}]", level
