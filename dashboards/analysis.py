@@ -86,6 +86,7 @@ def long_metrics(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
     frames = []
     for p in prevalences(results):
         col = names.metric_name(metric, p)
+        _require(results, [col])  # prevalences() reads every metric's columns; this one may lack p
         frames.append(
             pd.DataFrame(
                 {
@@ -263,5 +264,9 @@ def table1_markdown(table: pd.DataFrame) -> str:
     cols = [str(c) for c in table.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in table.itertuples(index=False):
-        lines.append("| " + " | ".join("" if v is None else str(v) for v in row) + " |")
+        lines.append(
+            "| "
+            + " | ".join("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in row)
+            + " |"
+        )
     return "\n".join(lines) + "\n"

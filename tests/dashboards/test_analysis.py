@@ -171,13 +171,6 @@ def test_long_metrics_fills_missing_axes_intervals_and_drops_missing_values() ->
         long_metrics(df[["dose"]], metric="auroc")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="long_metrics takes the prevalences of every metric's columns (prevalences()), then reads "
-    "<metric>_p<prevalence> for each: a table with auprc_p0.1 but no auroc_p0.1 raises KeyError "
-    "'auroc_p0.1' instead of the ValueError that names the missing column",
-)
 def test_long_metrics_of_a_metric_missing_at_a_prevalence_says_so() -> None:
     with pytest.raises(ValueError, match="auroc_p"):
         long_metrics(pd.DataFrame({"dose": [0.0], "auprc_p0.1": [0.3]}), metric="auroc")
@@ -390,11 +383,6 @@ def test_table1_markdown_renders_every_cell() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="table1 leaves a cell it has no value for as NaN (pandas fills missing dict keys with NaN, "
-    "never None), and table1_markdown blanks only None: the Markdown shows 'nan'",
-)
 def test_table1_markdown_leaves_a_missing_cell_blank() -> None:
     df = pd.DataFrame({"dose": [0.0, 1.0], "auprc_p0.05": [0.3, 0.4], "auprc_p0.1": [0.2, np.nan]})
     assert "nan" not in table1_markdown(table1(df))
