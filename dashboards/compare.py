@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from salient.dashboards.analysis import curve_table, natural_order, with_cell
-from salient.dashboards.figures import PALETTE, synthetic_arm
+from salient.dashboards.figures import PALETTE, empty_figure, interval_band, synthetic_arm
 from salient.dashboards.links import HOVER_RUN, point_data, runs_by
 from salient.dashboards.significance import Finding
 
@@ -67,22 +67,7 @@ def compare_dose_response(studies: Mapping[str, CompareInput], metric: str = "au
                 if c.empty:
                     continue
                 tag = f"seed {seed}, p {prev:g}"
-                fig.add_trace(
-                    go.Scatter(
-                        x=list(c["dose"]) + list(c["dose"][::-1]),
-                        y=list(c["ci_high"]) + list(c["ci_low"][::-1]),
-                        mode="lines",
-                        fill="toself",
-                        fillcolor=band,
-                        line={"width": 0},
-                        name=f"interval {label} ({tag})",
-                        hoverinfo="skip",
-                        showlegend=False,
-                        legendgroup=label,
-                    ),
-                    row=i,
-                    col=j,
-                )
+                fig.add_trace(interval_band(c, band, f"interval {label} ({tag})", legendgroup=label), row=i, col=j)
                 data = point_data(c["runs"], studies[label].links)
                 trace: dict[str, object] = {
                     "x": c["dose"],
@@ -122,21 +107,7 @@ def compare_gains(studies: Mapping[str, CompareInput]) -> go.Figure:
         picked[label] = best
     seeds = sorted({seed for best in picked.values() for seed in best}, key=_key)  # type: ignore[arg-type]
     if not seeds:
-        fig = go.Figure()
-        fig.update_layout(
-            title="gain over 0x",
-            annotations=[
-                {
-                    "text": "no per-subject scores in these studies: no paired gains",
-                    "showarrow": False,
-                    "x": 0.5,
-                    "y": 0.5,
-                    "xref": "paper",
-                    "yref": "paper",
-                }
-            ],
-        )
-        return fig
+        return empty_figure("gain over 0x", "no per-subject scores in these studies: no paired gains")
     fig = make_subplots(rows=1, cols=len(seeds), shared_yaxes="all", subplot_titles=[f"seed {s}" for s in seeds])
     n = len(studies)
     for k, (label, best) in enumerate(picked.items()):

@@ -25,9 +25,11 @@ __all__ = [
     "band_energy_figure",
     "delta_heatmap",
     "dose_response_figure",
+    "empty_figure",
     "gain_figure",
     "gallery_figure",
     "hu_histogram_figure",
+    "interval_band",
     "optimal_dose_figure",
     "optimisation_history_figure",
     "param_importance_figure",
@@ -51,13 +53,31 @@ def _title(title: str, subtitle: str = "") -> dict[str, object]:
     return {"text": title, "subtitle": {"text": subtitle}} if subtitle else {"text": title}
 
 
-def _empty(title: str, why: str) -> go.Figure:
+def empty_figure(title: str, why: str) -> go.Figure:
+    """A figure with nothing to draw: its title and, in the middle, why."""
     fig = go.Figure()
     fig.update_layout(
         title=title,
         annotations=[{"text": why, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper"}],
     )
     return fig
+
+
+def interval_band(curve: pd.DataFrame, fillcolor: str, name: str, **extra: object) -> go.Scatter:
+    """The shaded interval of a dose curve (``dose``, ``ci_low``, ``ci_high``, sorted by dose): a
+    closed polygon, no legend entry, no hover; ``extra`` goes to the trace (e.g. ``legendgroup``)."""
+    return go.Scatter(
+        x=list(curve["dose"]) + list(curve["dose"][::-1]),
+        y=list(curve["ci_high"]) + list(curve["ci_low"][::-1]),
+        mode="lines",
+        fill="toself",
+        fillcolor=fillcolor,
+        line={"width": 0},
+        name=name,
+        hoverinfo="skip",
+        showlegend=False,
+        **extra,
+    )
 
 
 ARM_COLOURS = {"synthetic": LINE, "real": "#2ca02c", "shuffled": "#7f7f7f"}
@@ -107,21 +127,8 @@ def dose_response_figure(
                 c = c.sort_values("dose")
                 colour = ARM_COLOURS.get(str(arm), PALETTE[-1])
                 label = ARM_LABELS.get(str(arm), str(arm))
-                fig.add_trace(
-                    go.Scatter(
-                        x=list(c["dose"]) + list(c["dose"][::-1]),
-                        y=list(c["ci_high"]) + list(c["ci_low"][::-1]),
-                        mode="lines",
-                        fill="toself",
-                        fillcolor=BAND if arm == "synthetic" else "rgba(127,127,127,0.10)",
-                        line={"width": 0},
-                        name=f"interval {label} ({tag})",
-                        hoverinfo="skip",
-                        showlegend=False,
-                    ),
-                    row=i,
-                    col=j,
-                )
+                fill = BAND if arm == "synthetic" else "rgba(127,127,127,0.10)"
+                fig.add_trace(interval_band(c, fill, f"interval {label} ({tag})"), row=i, col=j)
                 fig.add_trace(
                     go.Scatter(
                         **_with_runs(
@@ -242,7 +249,7 @@ def gain_figure(
     With ``results`` (``run_id`` column) each point carries the run ids of its dose's trials."""
     curves = [f for f in findings if f.validation]
     if not curves:
-        return _empty("gain over 0x", "no doses above 0x with per-subject scores")
+        return empty_figure("gain over 0x", "no doses above 0x with per-subject scores")
     seeds = sorted({f.seed_size for f in curves}, key=lambda v: natural_order(pd.Series([v])).iloc[0])
     wheres = sorted({f.prevalence for f in curves}, key=lambda p: -1.0 if p is None else p)
     arms = sorted({f.arm for f in curves}, key=lambda a: (names.ARMS.index(a) if a in names.ARMS else 9, a))
@@ -478,7 +485,7 @@ def realism_figure(results: pd.DataFrame) -> go.Figure:
         if c in rows.columns
     ]
     if rows.empty or not names:
-        return _empty("realism", "no synthetic data in this study")
+        return empty_figure("realism", "no synthetic data in this study")
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[t for _, t in names])
     for j, (col, title) in enumerate(names, start=1):
         g = rows.groupby("domain")[col].agg(["mean", "std"]).reset_index()
@@ -502,7 +509,7 @@ def band_energy_figure(results: pd.DataFrame) -> go.Figure:
     rows = _generator_rows(results)
     bands = [b for b in ("ll_std", "lh_var", "hl_var", "hh_var") if f"real_{b}" in rows.columns]
     if rows.empty or not bands:
-        return _empty("wavelet band energies", "no synthetic data in this study")
+        return empty_figure("wavelet band energies", "no synthetic data in this study")
     fig = make_subplots(rows=1, cols=len(bands), subplot_titles=[b.replace("_", " ").upper() for b in bands])
     for j, band in enumerate(bands, start=1):
         x = ["real"] + [f"synthetic ({d})" for d in sorted(rows["domain"].unique())]
@@ -553,7 +560,7 @@ def gallery_figure(panels: Mapping[str, Panel], per_row: int = 4) -> go.Figure:
     titles = list(panels)
     n = min(per_row, min((len(panels[t][0]) for t in titles), default=0))
     if not titles or n == 0:
-        return _empty("samples", "no samples")
+        return empty_figure("samples", "no samples")
     fig = make_subplots(
         rows=len(titles),
         cols=n,
@@ -596,7 +603,7 @@ def saliency_figure(results: pd.DataFrame, links: Mapping[str, str] = NO_LINKS) 
     """Share of the detector's deep attention inside the lesion (test lesion slices) vs dose."""
     results = synthetic_arm(results)
     if "attention_overlap" not in results.columns:
-        return _empty("saliency overlap", "no attention_overlap metric")
+        return empty_figure("saliency overlap", "no attention_overlap metric")
     frame = results.assign(seed_size=results["seed_size"] if "seed_size" in results.columns else "all")
     runs = runs_by(frame, ["seed_size", "dose"])
     fig = go.Figure()
@@ -627,7 +634,7 @@ def optimisation_history_figure(
 ) -> go.Figure:
     """Objective per trial in completion order with the running best (Optuna-style history)."""
     if objective not in results.columns:
-        return _empty("optimisation history", f"no {objective} column")
+        return empty_figure("optimisation history", f"no {objective} column")
     values = results[objective].astype(float).to_numpy()
     best = np.maximum.accumulate(values) if maximise else np.minimum.accumulate(values)
     x = np.arange(len(values))
@@ -661,7 +668,7 @@ def param_importance_figure(results: pd.DataFrame, objective: str, params: Seque
     params = [p for p in params if p in results.columns and results[p].nunique() > 1]
     rows = results.dropna(subset=[objective]) if objective in results.columns else results.iloc[0:0]
     if len(rows) < 2 or not params:
-        return _empty("parameter importance", "needs >= 2 trials and a varying sampled parameter")
+        return empty_figure("parameter importance", "needs >= 2 trials and a varying sampled parameter")
     dists: dict[str, optuna.distributions.BaseDistribution] = {}
     for p in params:
         numeric = pd.to_numeric(rows[p], errors="coerce")
@@ -692,7 +699,7 @@ def pareto_figure(
     higher is better); marker size grows with sampling cost (``nfe``); the 2-D Pareto front of
     (x down, y up) is drawn as a line."""
     if x not in results.columns or y not in results.columns:
-        return _empty("Pareto front", f"needs {x} and {y}")
+        return empty_figure("Pareto front", f"needs {x} and {y}")
     rows = results.dropna(subset=[x, y]).sort_values(x)
     cost = rows["nfe"].astype(float) if "nfe" in rows.columns else pd.Series(30.0, index=rows.index)
     front, best = [], -np.inf

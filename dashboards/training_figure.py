@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from salient.dashboards import names
+from salient.dashboards.figures import empty_figure
 from salient.dashboards.links import HOVER_RUN, point_data
 
 __all__ = ["HISTORY_COLUMNS", "training_curves_figure"]
@@ -47,21 +48,7 @@ def training_curves_figure(histories: pd.DataFrame, links: Mapping[str, str] | N
     if missing:
         raise ValueError(f"histories lack column(s) {missing}; they have {sorted(map(str, histories.columns))}")
     if histories.empty:
-        fig = go.Figure()
-        fig.update_layout(
-            title="training curves",
-            annotations=[
-                {
-                    "text": f"no {names.TRAIN_LOSS_PREFIX}<stage> histories logged",
-                    "showarrow": False,
-                    "x": 0.5,
-                    "y": 0.5,
-                    "xref": "paper",
-                    "yref": "paper",
-                }
-            ],
-        )
-        return fig
+        return empty_figure("training curves", f"no {names.TRAIN_LOSS_PREFIX}<stage> histories logged")
     stages = sorted(histories["stage"].unique(), key=_stage_order)
     trials = sorted(histories["trial"].astype(str).unique())
     colour = {t: _COLOURS[k % len(_COLOURS)] for k, t in enumerate(trials)}
