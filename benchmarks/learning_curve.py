@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from salient.dashboards.significance import combine_repeats
 from salient.dashboards.stats import auroc_rows
 from salient.platform.cohort.prepare import load_cohort
 from salient.platform.stage_cache import StageCache
@@ -75,14 +76,7 @@ def _boot_auroc(
         pos, neg = np.nonzero(y == 1)[0], np.nonzero(y == 0)[0]
         idx = np.concatenate([rng.choice(pos, (n, len(pos))), rng.choice(neg, (n, len(neg)))], axis=1)
         per_repeat.append(auroc_rows(y[idx], s[idx]))
-    reps = np.stack(per_repeat)  # (R, n)
-    if len(reps) == 1:
-        boot = reps[0]
-    else:
-        which = rng.integers(len(reps), size=(n, len(reps)))
-        column = rng.integers(n, size=(n, len(reps)))
-        boot = reps[which, column].mean(axis=1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
+    lo, hi = np.quantile(combine_repeats(np.stack(per_repeat), rng), [0.025, 0.975])
     return float(lo), float(hi)
 
 

@@ -37,7 +37,7 @@ import pandas as pd
 from salient.dashboards import names
 from salient.dashboards.stats import auprc_rows, auroc_rows, prevalence_subsample
 
-__all__ = ["Finding", "Gain", "dose_findings", "paired_gains", "ties_to_smallest"]
+__all__ = ["Finding", "Gain", "combine_repeats", "dose_findings", "paired_gains", "ties_to_smallest"]
 
 _ROW_METRICS = {"auprc": auprc_rows, "auroc": auroc_rows}
 #: Gains closer than this are equal (different summation orders differ in the last digits).
@@ -201,7 +201,7 @@ def paired_gains(
                     n_subj = len(b)
                 if not gains:
                     continue
-                boot = _combine_repeats(np.stack(reps), np.random.default_rng([seed, _COMBINE_STREAM]))
+                boot = combine_repeats(np.stack(reps), np.random.default_rng([seed, _COMBINE_STREAM]))
                 lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
                 out.append(
                     Gain(
@@ -227,7 +227,7 @@ def paired_gains(
 _COMBINE_STREAM = 2**31 - 1
 
 
-def _combine_repeats(replicates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def combine_repeats(replicates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(R, B) per-repeat replicates -> (B,) replicates of the mean over repeats: with one repeat
     itself; otherwise resample the repeats, and for each drawn repeat one of its replicates."""
     n_rep, n_boot = replicates.shape
