@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from salient.dashboards.names import PARAM_REPEAT
+
 __all__ = ["TrialOutcome"]
 
 
@@ -26,3 +28,7 @@ class TrialOutcome:
     trial_seconds: float | None = None  # wall time of the trainable that produced the result
     split: str | None = None  # fingerprint of the trial's subject split (same seeds -> same split)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # every resolved stage setting
+
+    def result_row(self) -> dict[str, Any]:
+        """The trial as one row of a results table: ``trial``, ``repeat``, its values, its metrics."""
+        return {"trial": self.trial_id, PARAM_REPEAT: self.repeat, **self.params, **self.metrics}

@@ -230,16 +230,18 @@ def run_study(
         os.environ.setdefault(name, value)
     started = time.perf_counter()
     study = load_study(study_path)  # the plan's size is counted and capped here, before it is built
-    check_runnable(study, build_plan(study))
+    plan = build_plan(study)
+    check_runnable(study, plan)
     # One run per output folder, and only a folder that is the platform's: exit 2 before anything is written.
     from salient.platform.tune_adapter import ray_session
 
     with hold_output_dir(study.output_dir, study.name), ray_session():
-        return _run_held(study, study_path, tracking_uri, address, resume, console, started)
+        return _run_held(study, plan, study_path, tracking_uri, address, resume, console, started)
 
 
 def _run_held(
     study: Study,
+    plan: Plan,
     study_path: str | Path,
     tracking_uri: str | None,
     address: str | None,
@@ -251,7 +253,6 @@ def _run_held(
     from salient.platform.cohort.prepare import load_cohort
     from salient.platform.tracking import TRACKING_ERRORS
 
-    plan = build_plan(study)
     key = study_key(study)
     console.print(
         f"[bold]study[/] {study.name} ({escape(str(study_path))}): {plan.n_trials} trials, "
@@ -506,7 +507,7 @@ def _write_local_results(study: Study, outcomes: list[Any]) -> Path | None:
     None when no trial finished."""
     if not outcomes:
         return None
-    rows = [{"trial": o.trial_id, names.PARAM_REPEAT: o.repeat, **o.params, **o.metrics} for o in outcomes]
+    rows = [o.result_row() for o in outcomes]
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -572,12 +573,16 @@ def other_version_note(study: Study, parent: Any) -> str | None:
     file and code (see :func:`find_study`); None when it is."""
     if parent.data.tags.get(names.TAG_STUDY_KEY) == study_key(study):
         return None
-    started = time.strftime("%Y-%m-%d %H:%M", time.localtime((parent.info.start_time or 0) / 1000))
     return (
-        f"this is the newest run of study {study.name} (started {started}), made from another version of "
+        f"this is the newest run of study {study.name} (started {_started(parent)}), made from another version of "
         "the study file or of the code; its settings and results may differ from what the file now describes: "
         "rerun the study for results of this version"
     )
+
+
+def _started(run: Any) -> str:
+    """An MLflow run's start, local time to the minute."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime((run.info.start_time or 0) / 1000))
 
 
 def find_study(study_path: str | Path, tracking_uri: str | None) -> tuple[Study, Any, Any | None]:
@@ -598,7 +603,7 @@ def find_study(study_path: str | Path, tracking_uri: str | None) -> tuple[Study,
             "(started %s), made from another version of the file or of the code",
             study.name,
             newest.info.run_id,
-            time.strftime("%Y-%m-%d %H:%M", time.localtime((newest.info.start_time or 0) / 1000)),
+            _started(newest),
         )
     if parent is not None:
         tracker.parent_id = parent.info.run_id

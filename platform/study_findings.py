@@ -31,9 +31,7 @@ log = logging.getLogger(__name__)
 def outcome_tables(outcomes: Sequence[TrialOutcome]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """``(results, scores)`` of finished trials: one row per trial (``trial``, values, ``repeat``,
     metrics) and the per-subject scores their artifacts hold (None if no trial has them)."""
-    results = pd.DataFrame(
-        [{"trial": o.trial_id, names.PARAM_REPEAT: o.repeat, **o.params, **o.metrics} for o in outcomes]
-    )
+    results = pd.DataFrame([o.result_row() for o in outcomes])
     frames = []
     for o in outcomes:
         path = Path(o.checkpoint_dir) / names.ARTIFACT_SCORES if o.checkpoint_dir else None
