@@ -49,7 +49,7 @@ def _study(args: argparse.Namespace, out: Path) -> dict:
         "stages": {
             "preset": "tiny",
             "detector": {"steps": args.steps, **yaml.safe_load(args.detector or "{}")},
-            "aggregator": {"epochs": args.aggregator_epochs},
+            **({"aggregator": {"epochs": args.aggregator_epochs}} if args.aggregator_epochs else {}),
         },
         "search_space": {"dose": {"grid": [0.0]}, "seed_size": {"grid": list(args.seeds)}},
         "evaluation": {
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--steps", type=int, default=300, help="detector optimiser steps (matched schedule)")
     parser.add_argument("--detector", help="extra detector settings as YAML, e.g. '{lr: 0.002}'")
-    parser.add_argument("--aggregator-epochs", type=int, default=30)
+    parser.add_argument("--aggregator-epochs", type=int, help="default: the tiny preset's")
     parser.add_argument("--test-fraction", type=float, default=0.4)
     parser.add_argument("--validation-fraction", type=float, default=0.35)
     parser.add_argument("--prevalence", type=float, default=0.1)
