@@ -62,6 +62,23 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    """argparse ``type=``: a finite number in ``[low, high]``; anything else (NaN included) is a
+    usage error (exit 2) that names the argument and the value."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {clip(text)!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {clip(text)}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def _mlflow_ui(text: str) -> str:
     """argparse ``type=``: the MLflow UI's address (``http(s)://host:port``), a usage error otherwise."""
     from salient.dashboards.links import normalise_ui_url
@@ -188,6 +205,7 @@ def _cmd_synth(args: argparse.Namespace, console: Console) -> int:
     source = resolve_generator(args.generator, args.tracking_uri)
     console.print(f"generator: {_esc(source.entry)}")
     labels = {"lesion_label": _label_or_name(args.lesion_label), "channel": _label_or_name(args.channel)}
+    labels["min_pair_dice"] = args.min_pair_dice
     if nnunet:
         done = synthesize_nnunet(
             source,
@@ -201,13 +219,16 @@ def _cmd_synth(args: argparse.Namespace, console: Console) -> int:
             progress=True,
             **labels,
         )
-        written = done.n_synthetic
+        counts = done.counts
     else:
-        manifest, written = synthesize_cohort(
+        manifest, counts = synthesize_cohort(
             source, args.masks, out, seed=args.seed, cohort=cohort, progress=True, **labels
         )
-    if written < args.masks:
-        console.print(f"[yellow]MaskVAE3D drew only {written} non-empty masks in its allowed attempts[/]")
+    written = counts.written
+    check = f"pair Dice >= {counts.min_pair_dice:g}" if counts.min_pair_dice > 0 else "no pair check"
+    console.print(f"drew {counts.drawn} lesions, kept {written} ({check})")
+    if (shortfall := counts.shortfall()) is not None:
+        console.print(f"[yellow]{_esc(shortfall)}[/]")
     if nnunet:
         real = f" + {done.n_real} real (REAL_*)" if done.n_real else ""
         console.print(f"wrote {written} synthetic (SYN_*){real} cases -> {_esc(done.path)}")
@@ -531,6 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", help="MLflow tracking URI for a run id or models:/ URI (default: $MLFLOW_TRACKING_URI)"
     )
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="0 to 2**32 - 1 (default 0)")
+    p.add_argument(
+        "--min-pair-dice",
+        type=_float_in(0.0, 1.0),
+        metavar="D",
+        help="write a lesion only if its UCMT pseudo-label agrees with its conditioning mask (Dice over the lesion's "
+        "slices >= D; 0 turns the check off); default: the check the generator's pool applied",
+    )
     p.add_argument(
         "--cohort",
         metavar="DIR_MANIFEST_OR_DATASET",

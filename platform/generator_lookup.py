@@ -100,6 +100,16 @@ def generator_record(raw: Any, meta_file: str, what: str) -> GeneratorRecord:
             model.model_validate(getattr(record, field))
         except ValidationError as exc:
             raise _meta_error(exc, f"generator.{field}", meta_file, what) from None
+    checks = record.placement_hu
+    if not 0.0 <= record.min_pair_dice <= 1.0 or not 0.0 < record.placement_share <= 1.0:
+        raise PlatformError(
+            f"{what}: {meta_file}: generator.min_pair_dice must be in [0, 1] and generator.placement_share in (0, 1], "
+            f"got {record.min_pair_dice!r} and {record.placement_share!r}"
+        )
+    if checks is not None and not (len(checks) == 2 and checks[0] < checks[1]):
+        raise PlatformError(
+            f"{what}: {meta_file}: generator.placement_hu must be [low, high] with low < high, got {checks}"
+        )
     for model in (MASK_VAE, DIFFUSION, UCMT):
         key = getattr(record, model)
         parts = key.split("/")

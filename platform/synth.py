@@ -10,6 +10,12 @@ Each output subject is one MaskVAE3D lesion drawn into a healthy host: the slice
 axial extent are synthesised by the diffusion model (conditioned on the mask and the host's
 neighbouring slices) and pseudo-labelled by the UCMT teacher; the other slices are the host's.
 So every output volume is partly a real scan: treat the output as patient-derived data.
+A drawn lesion is written only if it passes the checks its generator's pool applied (recorded
+with the generator): the mask must fit the host (placement rule), and the UCMT pseudo-label of
+its slices must agree with the conditioning mask (Dice >= ``min_pair_dice``, which
+``--min-pair-dice`` overrides); rejected lesions are redrawn, up to
+:data:`~salient.platform.stages.generator.MAX_DRAW_FACTOR` x the request, and counted in the
+provenance (``pair_check``).
 Host subject ids are written only as hashes. Hosts are the generator's own training hosts, or
 the healthy (label 0) subjects of ``--cohort``: a manifest cohort, an nnU-Net v2 raw dataset or an
 MSD task folder, preprocessed like the generator's cohort.
@@ -35,12 +41,13 @@ interrupted run leaves no half-written output, and existing data is never overwr
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,10 +73,13 @@ from salient.platform.privacy import subject_token
 from salient.platform.stage_cache import CODE_VERSION
 from salient.platform.stages import DIFFUSION, GENERATOR_STAGES, MASK_VAE, UCMT
 from salient.platform.stages.generator import (
+    MAX_DRAW_FACTOR,
     GeneratorSource,
     LesionBlock,
+    Placement,
     draw_lesion_blocks,
     load_generators,
+    pair_dice,
     sample_blocks,
     ucmt_labels,
 )
@@ -81,12 +91,14 @@ __all__ = [
     "NNUNET_LABELS",
     "GeneratorSource",
     "NnunetSynthesis",
+    "SynthCounts",
     "resolve_generator",
     "synthesize_cohort",
     "synthesize_nnunet",
     "zhw_to_nifti",
 ]
 
+_NOTHING_PASSED = "lower --min-pair-dice (0 turns the pair check off) or train the generator longer"
 #: Most subjects one call writes (each is a full CT volume); the CLI enforces the same bound.
 MAX_SYNTH_MASKS = 10_000
 NNUNET_CHANNELS = {0: "CT"}
@@ -209,11 +221,66 @@ class _Synthetic:
         }
 
 
-def _synthesise(prepared: _Prepared, n_masks: int, seed: int, progress: bool) -> tuple[int, Iterator[_Synthetic]]:
-    """Draw the lesion masks now; returns how many were drawn and the subjects, synthesised lazily
-    (one full volume in memory at a time). Same generator, hosts and seed -> same voxels on CPU."""
+@dataclass
+class SynthCounts:
+    """What one synthesis drew and kept (filled in as subjects are synthesised).
+
+    ``min_pair_dice`` and ``placement_hu``/``placement_share`` are the rules applied: a drawn
+    lesion is written only when the UCMT pseudo-label of its block agrees with the conditioning
+    mask (Dice over the block's slices >= ``min_pair_dice``; an empty pseudo-label fails any
+    check above 0) - the same check the generator's pool applied, per block instead of per slice,
+    because a volume cannot drop single slices."""
+
+    requested: int
+    min_pair_dice: float
+    placement_hu: list[float] | None
+    placement_share: float
+    written: int = 0
+    drawn: int = 0
+    rejected_empty: int = 0
+    rejected_low_dice: int = 0
+    placement_rejected: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def shortfall(self) -> str | None:
+        """Why fewer subjects than requested were written, or None."""
+        if self.written >= self.requested:
+            return None
+        check = (
+            f"rejected {self.rejected_empty} with an empty pseudo-label, {self.rejected_low_dice} with pair Dice < "
+            f"{self.min_pair_dice:g}"
+            if self.min_pair_dice > 0
+            else "no pair check"
+        )
+        return (
+            f"wrote {self.written} of {self.requested} requested subjects: drew {self.drawn} lesions; {check}; "
+            f"{self.placement_rejected} masks fit no host (drawing stops at {MAX_DRAW_FACTOR}x the request)"
+        )
+
+
+def _synthesise(
+    prepared: _Prepared, n_masks: int, seed: int, progress: bool, min_pair_dice: float | None
+) -> tuple[SynthCounts, Iterator[_Synthetic]]:
+    """The subjects, synthesised lazily (one full volume in memory at a time), and their counts
+    (complete once the iterator is exhausted). Masks are drawn in rounds: first ``n_masks``, then
+    what is still missing, until ``n_masks`` subjects passed the pair check or
+    :data:`MAX_DRAW_FACTOR` x ``n_masks`` lesions were drawn. Same generator, hosts and seed ->
+    same voxels on CPU."""
     source, hosts, prep = prepared.source, prepared.hosts, prepared.prep
-    stages = source.stages
+    record, stages = source.record, source.stages
+    counts = SynthCounts(
+        n_masks,
+        record.min_pair_dice if min_pair_dice is None else min_pair_dice,
+        record.placement_hu,
+        record.placement_share,
+    )
+    placement = (
+        Placement.from_hu((record.placement_hu[0], record.placement_hu[1]), prep.hu_window, record.placement_share)
+        if record.placement_hu is not None
+        else None
+    )
     states = {name: source.load(name) for name in GENERATOR_STAGES}
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     g = torch.Generator().manual_seed(seed)
@@ -221,39 +288,69 @@ def _synthesise(prepared: _Prepared, n_masks: int, seed: int, progress: bool) ->
     diffusion, vae = load_generators(
         stages.diffusion, states[DIFFUSION]["ema"], stages.mask_vae, states[MASK_VAE]["ema"]
     )
-    extents = [(int(a), int(b)) for a, b in source.record.extents]
-    blocks = draw_lesion_blocks(vae, hosts, extents, g, rng, min_blocks=n_masks)[:n_masks]
+    extents = [(int(a), int(b)) for a, b in record.extents]
+    placed = {"placement_rejected": 0}
+
+    def draw(n: int) -> list[LesionBlock]:
+        blocks = draw_lesion_blocks(vae, hosts, extents, g, rng, min_blocks=n, placement=placement, counts=placed)
+        counts.placement_rejected = placed["placement_rejected"]
+        return blocks[:n]
+
+    first = draw(n_masks)  # raises here, before any output exists, if the VAE draws only empty masks
+
+    def synthesised(block: LesionBlock) -> _Synthetic | None:
+        syn = sample_blocks(diffusion, stages.diffusion, [block], hosts, g)[0]
+        pseudo = ucmt_labels(stages.ucmt, states[UCMT]["teacher"], syn)
+        counts.drawn += 1
+        if counts.min_pair_dice > 0:
+            if not bool((pseudo > 0.5).any()):
+                counts.rejected_empty += 1
+                return None
+            if float(pair_dice(pseudo[None], block.mask[None])[0]) < counts.min_pair_dice:
+                counts.rejected_low_dice += 1
+                return None
+        host = hosts[block.host]
+        z = slice(block.z0, block.z0 + len(syn))
+        image = host.image.copy()
+        image[z] = syn[:, 0].numpy()
+        mask = np.zeros_like(host.mask)
+        mask[z] = pseudo[:, 0].numpy().astype(np.uint8)
+        cond = np.zeros_like(host.mask)
+        cond[z] = block.mask[:, 0].numpy().astype(np.uint8)
+        return _Synthetic(_to_hu(image, prep), mask, cond, subject_token(host.subject), block.z0, len(syn))
 
     def subjects() -> Iterator[_Synthetic]:
-        items: Iterable[LesionBlock] = blocks
-        if progress:
-            from rich.progress import track
+        from rich.progress import Progress
 
-            items = track(blocks, description=f"synthesising {len(blocks)} lesions")
-        for block in items:
-            syn = sample_blocks(diffusion, stages.diffusion, [block], hosts, g)[0]
-            pseudo = ucmt_labels(stages.ucmt, states[UCMT]["teacher"], syn)
-            host = hosts[block.host]
-            z = slice(block.z0, block.z0 + len(syn))
-            image = host.image.copy()
-            image[z] = syn[:, 0].numpy()
-            mask = np.zeros_like(host.mask)
-            mask[z] = pseudo[:, 0].numpy().astype(np.uint8)
-            cond = np.zeros_like(host.mask)
-            cond[z] = block.mask[:, 0].numpy().astype(np.uint8)
-            yield _Synthetic(_to_hu(image, prep), mask, cond, subject_token(host.subject), block.z0, len(syn))
+        with Progress(disable=not progress) as bar:
+            task = bar.add_task(f"synthesising {n_masks} lesions", total=n_masks)
+            blocks = first
+            while blocks:
+                for block in blocks:
+                    syn = synthesised(block)
+                    if syn is not None:
+                        counts.written += 1
+                        bar.advance(task)
+                        yield syn
+                    if counts.written == n_masks or counts.drawn >= MAX_DRAW_FACTOR * n_masks:
+                        return
+                try:
+                    blocks = draw(n_masks - counts.written)
+                except RuntimeError:  # a later round of only empty masks: stop, the shortfall is counted
+                    return
 
-    return len(blocks), subjects()
+    return counts, subjects()
 
 
-def _provenance(prepared: _Prepared, seed: int, n: int) -> dict[str, Any]:
+def _provenance(prepared: _Prepared, seed: int, counts: SynthCounts) -> dict[str, Any]:
     source, prep = prepared.source, prepared.prep
     return {
         "generator": str(source.entry),
         "models": {name: getattr(source.record, name) for name in GENERATOR_STAGES},
         "guidance": source.record.stages[DIFFUSION].get("guidance"),
         "seed": seed,
-        "n_masks": n,
+        "n_masks": counts.written,
+        "pair_check": counts.to_json(),
         "hosts": "cohort " + str(prepared.given) if prepared.given is not None else "the generator's training hosts",
         "intensity": f"HU, clipped to the preprocessing window {list(prep.hu_window)}",
         "spacing_mm": list(prep.spacing),
@@ -261,7 +358,9 @@ def _provenance(prepared: _Prepared, seed: int, n: int) -> dict[str, Any]:
     }
 
 
-def _check_counts(n_masks: int, seed: int) -> None:
+def _check_counts(n_masks: int, seed: int, min_pair_dice: float | None) -> None:
+    if min_pair_dice is not None and not 0.0 <= min_pair_dice <= 1.0:  # NaN fails too
+        raise PlatformError(f"--min-pair-dice must be in [0, 1], got {min_pair_dice!r}")
     if isinstance(n_masks, bool) or not isinstance(n_masks, int) or not 1 <= n_masks <= MAX_SYNTH_MASKS:
         raise PlatformError(f"--masks must be a whole number from 1 to {MAX_SYNTH_MASKS}, got {n_masks!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - 1:
@@ -278,12 +377,14 @@ def synthesize_cohort(
     *,
     lesion_label: int | str | None = None,
     channel: int | str | None = None,
-) -> tuple[Path, int]:
-    """Write ``n_masks`` synthetic subjects to ``out_dir``; returns its ``labels.csv`` and how many
-    subjects it holds (fewer than ``n_masks`` if the MaskVAE3D kept drawing empty masks).
+    min_pair_dice: float | None = None,
+) -> tuple[Path, SynthCounts]:
+    """Write ``n_masks`` synthetic subjects to ``out_dir``; returns its ``labels.csv`` and the
+    counts (``written`` is fewer than ``n_masks`` when too many drawn lesions failed the pair check
+    or the placement rule, or the MaskVAE3D kept drawing empty masks; see :class:`SynthCounts`).
 
     Args:
-        n_masks: lesion masks to draw (one output subject each).
+        n_masks: subjects to write (one lesion each).
         seed: the draw's seed (same seed, same generator -> same output on CPU).
         cohort: take healthy hosts from this cohort (folder or manifest, nnU-Net or MSD dataset
             folder) instead of the generator's own training hosts; it is preprocessed like the
@@ -291,15 +392,17 @@ def synthesize_cohort(
         lesion_label, channel: for an nnU-Net/MSD ``cohort``: the lesion label (id or name) whose
             absence makes a case healthy, and the image channel (default: its only foreground
             label, channel 0).
+        min_pair_dice: the pair check's threshold, 0 turns it off (default: the one the
+            generator's pool applied, as its record says).
     """
-    _check_counts(n_masks, seed)
+    _check_counts(n_masks, seed, min_pair_dice)
     if (problem := new_output_problem(out_dir, "OUT_DIR", folder=True)) is not None:
         raise PlatformError(problem)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PlatformError(f"{out_dir} exists and is not empty; choose a new folder (nothing is overwritten)")
     prepared = _prepare(source, cohort, lesion_label, channel, progress)
     prep = prepared.prep
-    n, subjects = _synthesise(prepared, n_masks, seed, progress)
+    counts, subjects = _synthesise(prepared, n_masks, seed, progress, min_pair_dice)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
@@ -321,27 +424,31 @@ def synthesize_cohort(
                     **syn.facts(),
                 }
             )
+        if not rows:
+            raise PlatformError(f"nothing written to {out_dir}: {counts.shortfall()}; {_NOTHING_PASSED}")
         with (tmp / "labels.csv").open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        (tmp / "synth.json").write_text(json.dumps(_provenance(prepared, seed, n), indent=1))
+        (tmp / "synth.json").write_text(json.dumps(_provenance(prepared, seed, counts), indent=1))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir / "labels.csv", n
+    return out_dir / "labels.csv", counts
 
 
 @dataclass(frozen=True)
 class NnunetSynthesis:
-    """What :func:`synthesize_nnunet` wrote: the dataset folder and its case counts."""
+    """What :func:`synthesize_nnunet` wrote: the dataset folder, its case counts and what was
+    drawn and rejected."""
 
     path: Path
     n_synthetic: int
     n_real: int
+    counts: SynthCounts
 
 
 def _nnunet_target_problem(out_root: Path, dataset_id: int, name: str) -> str | None:
@@ -392,6 +499,7 @@ def synthesize_nnunet(
     *,
     lesion_label: int | str | None = None,
     channel: int | str | None = None,
+    min_pair_dice: float | None = None,
 ) -> NnunetSynthesis:
     """Write ``out_root/DatasetNNN_name/`` (nnU-Net v2 raw) with ``n_masks`` synthetic cases.
 
@@ -400,18 +508,18 @@ def synthesize_nnunet(
         dataset_id: 1..999, unique in ``out_root`` (nnU-Net finds datasets by id).
         name: the dataset name (letters, digits, '-').
         include_real: also write the generator's training subjects as ``REAL_####`` cases.
-        n_masks, seed, cohort, lesion_label, channel: as for :func:`synthesize_cohort`.
+        n_masks, seed, cohort, lesion_label, channel, min_pair_dice: as for :func:`synthesize_cohort`.
 
     Returns:
         the dataset folder and how many synthetic and real cases it holds.
     """
-    _check_counts(n_masks, seed)
+    _check_counts(n_masks, seed, min_pair_dice)
     if (problem := _nnunet_target_problem(out_root, dataset_id, name)) is not None:
         raise PlatformError(problem)
     prepared = _prepare(source, cohort, lesion_label, channel, progress)
     prep = prepared.prep
     real = _real_subjects(prepared) if include_real else []
-    n, subjects = _synthesise(prepared, n_masks, seed, progress)
+    counts, subjects = _synthesise(prepared, n_masks, seed, progress, min_pair_dice)
     out_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_root, prefix=".salient-synth-"))
     try:
@@ -424,13 +532,15 @@ def synthesize_nnunet(
             nib.save(zhw_to_nifti(syn.mask, prep.spacing), str(label))
             cases.append(NnunetCase((image,), label, synthetic=True))
             facts[case_name(True, i + 1)] = syn.facts()
+        if not cases:
+            raise PlatformError(f"nothing written to {out_root}: {counts.shortfall()}; {_NOTHING_PASSED}")
         for i, subject in enumerate(real):
             image, label = staging / f"real{i}_image.nii.gz", staging / f"real{i}_label.nii.gz"
             nib.save(zhw_to_nifti(_to_hu(subject.image, prep), prep.spacing), str(image))
             nib.save(zhw_to_nifti((subject.mask > 0).astype(np.uint8), prep.spacing), str(label))
             cases.append(NnunetCase((image,), label, synthetic=False))
         extra = {
-            **_provenance(prepared, seed, n),
+            **_provenance(prepared, seed, counts),
             "label_source": "SYN: UCMT teacher pseudo-label of the synthetic slices; REAL: the cohort's mask",
             "real_cases_are": "the generator's own training subjects (real scans), ids not written"
             if real
@@ -451,7 +561,7 @@ def synthesize_nnunet(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return NnunetSynthesis(export.path, n, len(real))
+    return NnunetSynthesis(export.path, counts.written, len(real), counts)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -330,8 +330,10 @@ def synthesize_pool(
 @dataclass(frozen=True)
 class GeneratorRecord:
     """A trained generator as the pool stage records it (``meta.json["generator"]``): the cache
-    keys of its three models, their configs, the cohort spec, the host subjects and the seed
-    lesion extents. Everything a later ``platform synth`` needs; no tensors."""
+    keys of its three models, their configs, the cohort spec, the host subjects, the seed lesion
+    extents and the pair check and placement rule its pool applied (``platform synth`` applies the
+    same). Everything a later ``platform synth`` needs; no tensors. Records written before the
+    checks were recorded read as "no check" (``min_pair_dice`` 0, ``placement_hu`` None)."""
 
     mask_vae: str
     diffusion: str
@@ -341,6 +343,9 @@ class GeneratorRecord:
     hosts: list[str]
     extents: list[list[int]]
     trained_on: list[str] = dataclasses.field(default_factory=list)  # the labeled seed (positives)
+    min_pair_dice: float = 0.0
+    placement_hu: list[float] | None = None  # [low, high] HU, or None: anywhere
+    placement_share: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

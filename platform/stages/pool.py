@@ -82,6 +82,9 @@ def _run(run: StageRun) -> Output:
         hosts=[h.subject for h in hosts],
         extents=[list(e) for e in extents],
         trained_on=list(split.seed_positive),
+        min_pair_dice=plan.study.protocol.min_pair_dice,
+        placement_hu=list(plan.study.protocol.placement_hu) if plan.study.protocol.placement_hu else None,
+        placement_share=plan.study.protocol.placement_share,
     ).to_json()
     return pool, meta
 

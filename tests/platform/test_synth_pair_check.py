@@ -1,0 +1,156 @@
+"""`platform synth` applies the pair check and placement rule its generator's pool applied (#14).
+
+The tiny generator (tests/platform/tiny_generator.py) is untrained, so its UCMT labels say
+nothing; where a test needs labels that agree or not, the teacher is replaced by one that returns
+the conditioning mask of the block it labels, or nothing, in a known pattern.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from salient.platform import synth as synth_module
+from salient.platform.cli import main
+from salient.platform.errors import PlatformError
+from salient.platform.generator_lookup import generator_from_entry
+from salient.platform.stages.generator import MAX_DRAW_FACTOR
+from salient.platform.synth import synthesize_cohort
+
+from tests.platform.tiny_generator import TINY_GENERATOR_STUDY, tiny_generator
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_generator(tmp_path_factory)
+
+
+@pytest.fixture
+def doctored(pool: Path) -> Iterator[Any]:
+    """Copies of the pool entry beside it (same stage cache, so the models resolve) with fields of
+    the generator record replaced; removed afterwards."""
+    made: list[Path] = []
+
+    def make(**fields: Any) -> Path:
+        entry = pool.parent / f"doctored_{len(made)}_{pool.name}"
+        shutil.copytree(pool, entry)
+        meta = json.loads((entry / "meta.json").read_text())
+        meta["generator"].update(fields)
+        (entry / "meta.json").write_text(json.dumps(meta))
+        made.append(entry)
+        return entry
+
+    yield make
+    for entry in made:
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _teacher(monkeypatch: pytest.MonkeyPatch, agree: list[bool]) -> list[bool]:
+    """Replace the UCMT teacher: the n-th labelled block gets its own conditioning mask when
+    ``agree[n % len(agree)]``, else an empty label. Returns the decisions made, in order."""
+    masks: list[torch.Tensor] = []
+    made: list[bool] = []
+    real_sample = synth_module.sample_blocks
+
+    def sample(diffusion, cfg, blocks, hosts, g):  # type: ignore[no-untyped-def]
+        masks.append(blocks[0].mask)
+        return real_sample(diffusion, cfg, blocks, hosts, g)
+
+    def label(cfg, state, images):  # type: ignore[no-untyped-def]
+        ok = agree[len(made) % len(agree)]
+        made.append(ok)
+        return masks[-1].clone() if ok else torch.zeros_like(images)
+
+    monkeypatch.setattr(synth_module, "sample_blocks", sample)
+    monkeypatch.setattr(synth_module, "ucmt_labels", label)
+    return made
+
+
+def test_the_pool_records_its_check_and_placement_rule(pool: Path) -> None:
+    record = generator_from_entry(pool, "--generator").record
+    protocol = TINY_GENERATOR_STUDY["protocol"]
+    assert (record.min_pair_dice, record.placement_hu) == (protocol["min_pair_dice"], protocol["placement_hu"])
+
+
+def test_lesions_whose_label_disagrees_are_redrawn_and_counted(
+    pool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = _teacher(monkeypatch, [False, True])  # every other label empty
+    out = tmp_path / "synth"
+    manifest, counts = synthesize_cohort(generator_from_entry(pool, "--generator"), 3, out, min_pair_dice=0.5)
+    assert (counts.written, counts.drawn, counts.rejected_empty, counts.rejected_low_dice) == (3, 6, 3, 0)
+    assert made == [False, True] * 3
+    rows = list(csv.DictReader(manifest.open()))
+    assert len(rows) == 3 and all(float(r["mask_dice_vs_condition"]) == 1.0 for r in rows)
+    recorded = json.loads((out / "synth.json").read_text())
+    assert recorded["n_masks"] == 3 and recorded["pair_check"]["drawn"] == 6
+    assert recorded["pair_check"]["min_pair_dice"] == 0.5
+
+
+def test_the_generators_recorded_threshold_is_the_default(
+    doctored: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _teacher(monkeypatch, [False, False, True])
+    entry = doctored(min_pair_dice=0.5)
+    _, counts = synthesize_cohort(generator_from_entry(entry, "--generator"), 2, tmp_path / "a")
+    assert (counts.min_pair_dice, counts.written, counts.drawn) == (0.5, 2, 6)
+    _teacher(monkeypatch, [False, False, True])
+    _, off = synthesize_cohort(generator_from_entry(entry, "--generator"), 2, tmp_path / "b", min_pair_dice=0.0)
+    assert (off.written, off.drawn, off.rejected_empty) == (2, 2, 0)  # 0 turns the check off
+
+
+def test_a_generator_whose_labels_never_agree_writes_nothing(
+    pool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _teacher(monkeypatch, [False])
+    out = tmp_path / "synth"
+    with pytest.raises(PlatformError, match=r"nothing written .* wrote 0 of 2 requested subjects: drew 8 lesions"):
+        synthesize_cohort(generator_from_entry(pool, "--generator"), 2, out, min_pair_dice=0.5)
+    assert MAX_DRAW_FACTOR * 2 == 8
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".synth")]
+
+
+def test_the_placement_rule_of_the_record_is_applied(doctored: Any, tmp_path: Path) -> None:
+    # Nothing in the preprocessing window [-160, 240] HU lies in [1000, 2000] HU: no mask fits any host.
+    entry = doctored(placement_hu=[1000.0, 2000.0], placement_share=0.5)
+    with pytest.raises(PlatformError, match=r"nothing written .* drew 0 lesions.* [1-9]\d* masks fit no host"):
+        synthesize_cohort(generator_from_entry(entry, "--generator"), 2, tmp_path / "synth")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"min_pair_dice": 1.5}, "generator.min_pair_dice must be in"),
+        ({"placement_share": 0.0}, "generator.placement_share in"),
+        ({"placement_hu": [20.0, -130.0]}, r"generator.placement_hu must be \[low, high\]"),
+    ],
+)
+def test_a_record_with_an_impossible_check_is_refused(doctored: Any, fields: dict, message: str) -> None:
+    with pytest.raises(PlatformError, match=message):
+        generator_from_entry(doctored(**fields), "--generator")
+
+
+@pytest.mark.parametrize("value", ["nan", "1.5", "-0.1", "half"])
+def test_cli_refuses_a_bad_min_pair_dice(pool: Path, tmp_path: Path, value: str, capsys: Any) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--generator", str(pool), "--masks", "1", "--min-pair-dice", value, str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert "--min-pair-dice" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_reports_what_was_drawn_and_kept(
+    pool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    _teacher(monkeypatch, [True, False])
+    rc = main(["synth", "--generator", str(pool), "--masks", "2", "--min-pair-dice", "0.5", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "drew 3 lesions, kept 2 (pair Dice >= 0.5)" in " ".join(out.split())
