@@ -1,11 +1,13 @@
 """Run a grid study on Ray: the stage graph as Ray tasks whose dependencies are ObjectRefs.
 
-Ray does the scheduling (no scheduler of ours): every node of :class:`~salient.platform.graph.StudyGraph`
-is one Ray task with its stage's own request (``resources.stages.<stage>``); an upstream task
-takes the ObjectRefs of its input stages as arguments, so Ray starts it as soon as they exist,
-and a trial task takes its upstream refs, so it starts when its pool exists. Upstream tasks are
-submitted first, so when more tasks are ready than there are workers, Ray (first in, first out
-within one resource shape) starts the generators - the long chains - before dose-0 trials.
+Every node of :class:`~salient.platform.graph.StudyGraph` is one Ray task with its stage's own
+request (``resources.stages.<stage>``); an upstream task takes the ObjectRefs of its input stages
+as arguments, a trial task those of its upstream outputs. The driver releases a task when its
+inputs exist and a slot is free, longest remaining chain first
+(:class:`~salient.platform.dispatch.ListScheduler`, with the cost model's estimates - the order
+``platform plan`` simulates); Ray places, runs, retries and moves data. Released all at once, Ray
+started ready tasks first come, first served per kind of task, and the dose-0 trials (no inputs)
+took slots before the larger seed size's generator chain, which then ended the run late.
 
 Tasks return small things (which key, reused or not, seconds); outputs go through the stage cache
 in the output folder, and the trial's result through the trial store
@@ -38,6 +40,8 @@ from typing import Any
 
 import ray
 from salient.platform.cohort.prepare import LoadedCohort
+from salient.platform.cost_model import node_costs
+from salient.platform.dispatch import ListScheduler
 from salient.platform.graph import TRIAL, Node, StudyGraph, graph_from_plans
 from salient.platform.outcome import TrialOutcome
 from salient.platform.stage_cache import StageCache, StageKey
@@ -180,6 +184,18 @@ def _trial_graph(plans: dict[str, TrialPlan], study: Study) -> StudyGraph:
     return StudyGraph(nodes)
 
 
+def _durations(graph: StudyGraph, study: Study, plans: dict[str, TrialPlan]) -> dict[str, float]:
+    """Estimated seconds per node (the stage cache's measured ones where it has them), for the
+    release order only."""
+    pool_dose = max((float(p.params.get("dose", 0.0)) for p in plans.values()), default=0.0)
+    try:
+        costs = node_costs(graph, study, pool_dose, StageCache(study.output_dir / "stage_cache"))
+    except Exception as exc:  # an estimate only orders the release; it must not stop a run
+        log.warning("no cost estimates (%s: %s); tasks are released by chain length", type(exc).__name__, exc)
+        return dict.fromkeys(graph.nodes, 1.0)
+    return {nid: c.seconds / graph.nodes[nid].slots for nid, c in costs.items()}
+
+
 def run_graph(
     study: Study,
     trials: list[tuple[str, TrialPlan]],
@@ -213,39 +229,51 @@ def run_graph(
     graph = (
         graph_from_plans(todo, study.resources) if study.resources.scheduling == "graph" else _trial_graph(todo, study)
     )
-    slots = SLOT_RESOURCE in ray.cluster_resources()
+    resources = ray.cluster_resources()
+    slots = SLOT_RESOURCE in resources
     progress = _Progress.remote()  # type: ignore[attr-defined]
     cohort_ref = ray.put(cohort)
     retries = study.resources.retries
+    done = {n.id for n in graph.nodes.values() if n.stage != TRIAL and cache.has(StageKey(*n.id.split("/", 1)))}
+    if upstream_only:
+        done |= {n.id for n in graph.trials}
+    run.skipped += sum(n.stage != TRIAL for n in graph.nodes.values() if n.id in done)
+    # Tasks are released longest-remaining-chain first, each when its inputs exist and a slot is
+    # free (on a cluster without slots, as soon as its inputs exist); Ray places and retries them.
+    scheduler = ListScheduler(
+        graph,
+        _durations(graph, study, todo),
+        int(resources[SLOT_RESOURCE]) if slots else None,
+        weight=lambda n: int(slots and n.resources.workers <= 1),
+        done=done,
+    )
     refs: dict[str, Any] = {}
     waiting: dict[Any, Node] = {}
-    for node in graph.nodes.values():
-        deps = [refs[d] for d in node.deps if d in refs]
-        if node.stage == TRIAL:
-            if upstream_only:
-                continue
-            trial_id = node.trials[0]
-            job = TrialJob(trial_id, node.info, cache_root, store_root, max(1, int(node.resources.cpus)))
-            ref = _REMOTE_TRIAL.options(**_options(node.resources, retries, slots, trial_id)).remote(
-                job, node.id, cohort_ref, progress, *deps
-            )
-        else:
-            if cache.has(StageKey(*node.id.split("/", 1))):
-                run.skipped += 1
-                continue
-            ref = _REMOTE_UPSTREAM.options(**_options(node.resources, retries, slots, node.id)).remote(
-                node.info, node.stage, node.id, cohort_ref, cache_root, node.resources, retries, progress, *deps
-            )
-        refs[node.id] = ref
-        waiting[ref] = node
-        run.submitted += 1
     starts: dict[str, int] = {}
-    while waiting:
+    while scheduler.pending:
+        for node in scheduler.start():
+            deps = [refs[d] for d in node.deps if d in refs]
+            if node.stage == TRIAL:
+                trial_id = node.trials[0]
+                job = TrialJob(trial_id, node.info, cache_root, store_root, max(1, int(node.resources.cpus)))
+                ref = _REMOTE_TRIAL.options(**_options(node.resources, retries, slots, trial_id)).remote(
+                    job, node.id, cohort_ref, progress, *deps
+                )
+            else:
+                ref = _REMOTE_UPSTREAM.options(**_options(node.resources, retries, slots, node.id)).remote(
+                    node.info, node.stage, node.id, cohort_ref, cache_root, node.resources, retries, progress, *deps
+                )
+            refs[node.id] = ref
+            waiting[ref] = node
+            run.submitted += 1
+        if not waiting:  # weights are 0 or 1 and capacity >= 1, so a ready task always fits
+            raise RuntimeError("tasks are ready but none fits the free slots")
         ready, _ = ray.wait(list(waiting), num_returns=1, timeout=POLL_S)
         _relay(ray.get(progress.drain.remote()), graph, starts, on_event)
         for ref in ready:
             node = waiting.pop(ref)
             _finished(ref, node, graph, store, run, on_event, on_done)
+            scheduler.finish(node.id)
     _relay(ray.get(progress.drain.remote()), graph, starts, on_event)
     ray.kill(progress)
     return run

@@ -3,10 +3,10 @@
 Both are list-scheduling simulations over the same node costs (seconds on one worker,
 :mod:`salient.platform.cost_model`):
 
-* **graph** (what ``scheduling: graph`` asks Ray for): a node is ready when its dependencies are
-  done; whenever workers are free, the ready node with the longest remaining chain (its cost plus
-  the longest path after it) that fits starts. A data-parallel node (``workers: W``) occupies W
-  workers for ``cost / W``.
+* **graph** (what ``scheduling: graph`` runs, in the same order: :mod:`salient.platform.dispatch`):
+  a node is ready when its dependencies are done; whenever workers are free, the ready node with
+  the longest remaining chain (its cost plus the longest path after it) that fits starts. A
+  data-parallel node (``workers: W``) occupies W workers for ``cost / W``.
 * **trial per slot** (``scheduling: trial``, the former scheme): trials take a free worker in plan
   order and run their stages one after the other on it; a generator stage another trial is
   computing is waited for on that worker (its lock), a finished one is reused. Data-parallel
@@ -21,6 +21,7 @@ import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from salient.platform.dispatch import ListScheduler
 from salient.platform.graph import TRIAL, StudyGraph
 
 __all__ = ["Estimate", "estimate", "lower_bound", "simulate_graph", "simulate_trial_per_slot"]
@@ -54,40 +55,23 @@ def lower_bound(graph: StudyGraph, cost: Mapping[str, float], workers: int) -> f
 
 
 def simulate_graph(graph: StudyGraph, cost: Mapping[str, float], workers: int) -> float:
-    """Makespan of the stage graph on ``workers`` workers (see the module docstring)."""
+    """Makespan of the stage graph on ``workers`` workers, in the run's order
+    (:class:`~salient.platform.dispatch.ListScheduler`)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     duration = _durations(graph, cost)
     for node in graph.nodes.values():
         if node.slots > workers:
             raise ValueError(f"{node.id} asks for {node.slots} data-parallel workers; only {workers} exist")
-    level = graph.bottom_levels(duration)
-    order = {nid: i for i, nid in enumerate(graph.nodes)}
-    missing = {n.id: len(n.deps) for n in graph.nodes.values()}
-    after = graph.dependents()
-    ready = [(-level[n.id], order[n.id], n.id) for n in graph.nodes.values() if not n.deps]
-    heapq.heapify(ready)
+    scheduler = ListScheduler(graph, duration, workers, weight=lambda n: n.slots)
     running: list[tuple[float, str]] = []
-    free, now, end = workers, 0.0, 0.0
-    while ready or running:
-        waiting = []
-        while ready:  # start every ready node that fits, longest remaining chain first
-            item = heapq.heappop(ready)
-            node = graph.nodes[item[2]]
-            if node.slots <= free:
-                free -= node.slots
-                heapq.heappush(running, (now + duration[node.id], node.id))
-            else:
-                waiting.append(item)
-        for item in waiting:
-            heapq.heappush(ready, item)
+    now = end = 0.0
+    while scheduler.pending:
+        for node in scheduler.start():
+            heapq.heappush(running, (now + duration[node.id], node.id))
         now, nid = heapq.heappop(running)
         end = max(end, now)
-        free += graph.nodes[nid].slots
-        for dep in after[nid]:
-            missing[dep] -= 1
-            if missing[dep] == 0:
-                heapq.heappush(ready, (-level[dep], order[dep], dep))
+        scheduler.finish(nid)
     return end
 
 
