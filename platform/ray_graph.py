@@ -242,7 +242,8 @@ def run_graph(
     # free (on a cluster without slots, as soon as its inputs exist); Ray places and retries them.
     scheduler = ListScheduler(
         graph,
-        _durations(graph, study, todo),
+        # scheduling: trial keeps the former scheme's plan order (equal costs tie by graph order)
+        _durations(graph, study, todo) if study.resources.scheduling == "graph" else dict.fromkeys(graph.nodes, 1.0),
         int(resources[SLOT_RESOURCE]) if slots else None,
         weight=lambda n: int(slots and n.resources.workers <= 1),
         done=done,
