@@ -290,7 +290,7 @@ class UCMTConfig:
     augment_shift: int = 4
     augment_flip: bool = True
     augment_noise: float = 0.03
-    lr: float = 2e-3
+    lr: float = 1e-3
     train_steps: int = 200
     batch_size: int = 8
     threshold: float = 0.5
@@ -408,9 +408,10 @@ class AggregatorConfig:
         keep_rate: fraction of slice tokens kept by EViT token selection in each layer after the
             first; the rest are fused into one token weighted by their attention.
         epochs: passes over the training subjects (paper: 200). The tiny default 100: cross-fitted
-            on ~47 validation subjects per fold, 30 epochs (180 steps) left it undertrained - on
-            the phantom's cached 0x detectors (seed 30, 3 repeats) its test AUROC was 0.56 at 30
-            epochs, 0.64 at 60, 0.71 at 100 and 0.69 at 200 (phantom seed 1).
+            on ~47 validation subjects per fold, at 30 epochs (180 steps) it scored far below the
+            max-slice score it should improve on (test AUROC 0.57 vs 0.69; phantom seed 1, 0x,
+            seed size 30, 3 repeats, lr 1e-3 detectors), at 100 epochs at or above it (0.84-0.89
+            vs 0.80-0.88 over the detector settings tried; benchmarks/learning_curve.py, README).
     """
 
     __pydantic_config__ = _FORBID_EXTRA
