@@ -49,7 +49,7 @@ def _study(args: argparse.Namespace, out: Path) -> dict:
         "stages": {
             "preset": "tiny",
             "detector": {"steps": args.steps, **yaml.safe_load(args.detector or "{}")},
-            **({"aggregator": {"epochs": args.aggregator_epochs}} if args.aggregator_epochs else {}),
+            **({"aggregator": {"epochs": args.aggregator_epochs}} if args.aggregator_epochs is not None else {}),
         },
         "search_space": {"dose": {"grid": [0.0]}, "seed_size": {"grid": list(args.seeds)}},
         "evaluation": {

@@ -100,16 +100,14 @@ def generator_record(raw: Any, meta_file: str, what: str) -> GeneratorRecord:
             model.model_validate(getattr(record, field))
         except ValidationError as exc:
             raise _meta_error(exc, f"generator.{field}", meta_file, what) from None
-    checks = record.placement_hu
-    if not 0.0 <= record.min_pair_dice <= 1.0 or not 0.0 < record.placement_share <= 1.0:
-        raise PlatformError(
-            f"{what}: {meta_file}: generator.min_pair_dice must be in [0, 1] and generator.placement_share in (0, 1], "
-            f"got {record.min_pair_dice!r} and {record.placement_share!r}"
-        )
-    if checks is not None and not (len(checks) == 2 and checks[0] < checks[1]):
-        raise PlatformError(
-            f"{what}: {meta_file}: generator.placement_hu must be [low, high] with low < high, got {checks}"
-        )
+    hu = record.placement_hu
+    for field, value, ok, rule in (
+        ("min_pair_dice", record.min_pair_dice, 0.0 <= record.min_pair_dice <= 1.0, "in [0, 1]"),
+        ("placement_share", record.placement_share, 0.0 < record.placement_share <= 1.0, "in (0, 1]"),
+        ("placement_hu", hu, hu is None or (len(hu) == 2 and hu[0] < hu[1]), "[low, high] with low < high, or null"),
+    ):
+        if not ok:  # NaN fails every comparison, so it is refused too
+            raise PlatformError(f"{what}: {meta_file}: generator.{field} must be {rule}, got {clip(repr(value))}")
     for model in (MASK_VAE, DIFFUSION, UCMT):
         key = getattr(record, model)
         parts = key.split("/")

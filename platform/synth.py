@@ -13,9 +13,9 @@ So every output volume is partly a real scan: treat the output as patient-derive
 A drawn lesion is written only if it passes the checks its generator's pool applied (recorded
 with the generator): the mask must fit the host (placement rule), and the UCMT pseudo-label of
 its slices must agree with the conditioning mask (Dice >= ``min_pair_dice``, which
-``--min-pair-dice`` overrides); rejected lesions are redrawn, up to
-:data:`~salient.platform.stages.generator.MAX_DRAW_FACTOR` x the request, and counted in the
-provenance (``pair_check``).
+``--min-pair-dice`` overrides; 0 turns off this check, not the placement rule). Rejected lesions
+are redrawn, up to :data:`~salient.platform.stages.generator.MAX_DRAW_FACTOR` x the request, and
+counted in the provenance (``pair_check``).
 Host subject ids are written only as hashes. Hosts are the generator's own training hosts, or
 the healthy (label 0) subjects of ``--cohort``: a manifest cohort, an nnU-Net v2 raw dataset or an
 MSD task folder, preprocessed like the generator's cohort.
@@ -74,12 +74,13 @@ from salient.platform.stage_cache import CODE_VERSION
 from salient.platform.stages import DIFFUSION, GENERATOR_STAGES, MASK_VAE, UCMT
 from salient.platform.stages.generator import (
     MAX_DRAW_FACTOR,
+    EmptyMasksError,
     GeneratorSource,
     LesionBlock,
-    Placement,
     draw_lesion_blocks,
     load_generators,
     pair_dice,
+    placement_rule,
     sample_blocks,
     ucmt_labels,
 )
@@ -276,11 +277,7 @@ def _synthesise(
         record.placement_hu,
         record.placement_share,
     )
-    placement = (
-        Placement.from_hu((record.placement_hu[0], record.placement_hu[1]), prep.hu_window, record.placement_share)
-        if record.placement_hu is not None
-        else None
-    )
+    placement = placement_rule(record.placement_hu, prep.hu_window, record.placement_share)
     states = {name: source.load(name) for name in GENERATOR_STAGES}
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     g = torch.Generator().manual_seed(seed)
@@ -336,7 +333,7 @@ def _synthesise(
                         return
                 try:
                     blocks = draw(n_masks - counts.written)
-                except RuntimeError:  # a later round of only empty masks: stop, the shortfall is counted
+                except EmptyMasksError:  # a later round of only empty masks: stop, the shortfall is counted
                     return
 
     return counts, subjects()
@@ -511,7 +508,8 @@ def synthesize_nnunet(
         n_masks, seed, cohort, lesion_label, channel, min_pair_dice: as for :func:`synthesize_cohort`.
 
     Returns:
-        the dataset folder and how many synthetic and real cases it holds.
+        the dataset folder, how many synthetic and real cases it holds, and what was drawn and
+        rejected (:class:`SynthCounts`).
     """
     _check_counts(n_masks, seed, min_pair_dice)
     if (problem := _nnunet_target_problem(out_root, dataset_id, name)) is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from salient.platform.stages.slices import neighbour_stack, triplets
 from salient.platform.study.schema import StagesSpec
 
 __all__ = [
+    "EmptyMasksError",
     "GeneratorRecord",
     "GeneratorSource",
     "LesionBlock",
@@ -38,6 +39,7 @@ __all__ = [
     "lesion_extents",
     "load_generators",
     "pair_dice",
+    "placement_rule",
     "sample_blocks",
     "synthesize_pool",
     "ucmt_labels",
@@ -82,6 +84,15 @@ class Placement:
         """``host`` (L, H, W) slices under ``mask`` (L, 1, H, W)."""
         under = host[mask[:, 0].numpy() > 0.5]
         return bool(under.size) and float(((under >= self.low) & (under <= self.high)).mean()) >= self.min_share
+
+
+def placement_rule(hu: Sequence[float] | None, window: tuple[float, float], share: float) -> Placement | None:
+    """A study's (or a generator record's) placement rule: None (anywhere) without HU bounds."""
+    return None if hu is None else Placement.from_hu((hu[0], hu[1]), window, share)
+
+
+class EmptyMasksError(RuntimeError):
+    """MaskVAE3D drew only empty masks in every allowed attempt (it is undertrained)."""
 
 
 #: Hosts tried for one drawn mask before it is discarded (a placement check is in force).
@@ -136,7 +147,7 @@ def draw_lesion_blocks(
             if counts is not None:
                 counts["placement_rejected"] = counts.get("placement_rejected", 0) + 1
     if not blocks and not rejected:  # this call's rejections: ``counts`` adds up over a pool's rounds
-        raise RuntimeError("MaskVAE3D produced only empty masks; it is undertrained (raise mask_vae.epochs)")
+        raise EmptyMasksError("MaskVAE3D produced only empty masks; it is undertrained (raise mask_vae.epochs)")
     return blocks  # empty when every mask was refused by the placement rule: counted, the caller decides
 
 

@@ -22,7 +22,13 @@ import torch
 from salient.models.metrics import band_energy_stats, dice_score, frechet_distance, ms_ssim, random_conv_extractor
 from salient.platform.stages import DIFFUSION, MASK_VAE, POOL, UCMT
 from salient.platform.stages.base import Output, Stage, StageRun, stage_device
-from salient.platform.stages.generator import GeneratorRecord, Placement, lesion_extents, synthesize_pool
+from salient.platform.stages.generator import (
+    GeneratorRecord,
+    Placement,
+    lesion_extents,
+    placement_rule,
+    synthesize_pool,
+)
 
 if TYPE_CHECKING:
     from salient.platform.stages.trial import TrialPlan
@@ -92,9 +98,7 @@ def _run(run: StageRun) -> Output:
 def placement(plan: TrialPlan) -> Placement | None:
     """The study's placement rule for lesion masks in healthy hosts (None: anywhere)."""
     protocol = plan.study.protocol
-    if protocol.placement_hu is None:
-        return None
-    return Placement.from_hu(protocol.placement_hu, plan.study.cohort.preprocessing.hu_window, protocol.placement_share)
+    return placement_rule(protocol.placement_hu, plan.study.cohort.preprocessing.hu_window, protocol.placement_share)
 
 
 def _config(plan: TrialPlan) -> Any:

@@ -7,6 +7,7 @@ test session (the tests that use it only read it).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,12 @@ TINY_GENERATOR_STUDY = {
 _trained: dict[str, Path] = {}
 
 
-def tiny_generator(factory: pytest.TempPathFactory) -> Path:
-    """The pool entry ``OUT/stage_cache/pool/<key>`` of a tiny trained generator (trained on first call)."""
-    if "pool" in _trained:
-        return _trained["pool"]
+def tiny_generator(factory: pytest.TempPathFactory, protocol: dict | None = None) -> Path:
+    """The pool entry ``OUT/stage_cache/pool/<key>`` of a tiny trained generator (trained on first
+    call; ``protocol`` replaces the study's protocol block, one generator per distinct block)."""
+    name = json.dumps(protocol, sort_keys=True)
+    if name in _trained:
+        return _trained[name]
     from salient.platform.cohort.prepare import load_cohort
     from salient.platform.stage_cache import StageCache
     from salient.platform.stages import DIFFUSION, MASK_VAE, POOL, UCMT
@@ -50,12 +53,15 @@ def tiny_generator(factory: pytest.TempPathFactory) -> Path:
 
     root = factory.mktemp("tiny_generator")
     study_file = root / "study.yaml"
-    study_file.write_text(yaml.safe_dump({**TINY_GENERATOR_STUDY, "output_dir": str(root / "out")}))
+    spec = {**TINY_GENERATOR_STUDY, "output_dir": str(root / "out")}
+    if protocol is not None:
+        spec["protocol"] = protocol
+    study_file.write_text(yaml.safe_dump(spec))
     study = load_study(study_file)
     cohort = load_cohort(study.cohort, study.output_dir)
     plan = plan_trial(study, {"dose": 1.0, "seed_size": 2}, 0, 1.0, cohort)
     cache = StageCache(study.output_dir / "stage_cache")
     for name in (MASK_VAE, DIFFUSION, UCMT, POOL):
         run_stage(plan, name, cohort, cache)
-    _trained["pool"] = cache.entry(plan.keys[POOL])
-    return _trained["pool"]
+    _trained[name] = cache.entry(plan.keys[POOL])
+    return _trained[name]
