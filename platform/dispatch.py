@@ -4,8 +4,10 @@ List scheduling over a :class:`~salient.platform.graph.StudyGraph`: a node is re
 dependencies are done; whenever capacity is free, ready nodes start in order of their bottom level
 (their own duration plus the longest chain of durations after them), each if it fits. The run
 (:mod:`salient.platform.ray_graph`) releases its Ray tasks in this order, and ``platform plan``
-(:mod:`salient.platform.schedule_sim`) simulates the same order, so a plan's estimate and a run
-follow one rule.
+(:mod:`salient.platform.schedule_sim`) simulates the same order. They differ where the run has
+no slots to count: on a cluster every ready task is released at once (Ray places them), and a
+data-parallel task holds no slot of the driver's (its workers are Ray Train's), while the plan
+counts its W workers.
 
 Why the run needs it: Ray starts ready tasks roughly first come, first served, per kind of task,
 so a dose-0 trial (no inputs) took a slot before the generator chain of the larger seed size,
@@ -45,6 +47,12 @@ class ListScheduler:
         self.graph, self.capacity, self.weight = graph, capacity, weight
         self.free = capacity
         finished = set(done)
+        for node in graph.nodes.values():  # else a node would never be released, silently
+            unknown = [d for d in node.deps if d not in graph.nodes]
+            if unknown:
+                raise ValueError(f"{node.id} depends on {unknown}, which are not nodes of the graph")
+            if capacity is not None and node.id not in finished and weight(node) > capacity:
+                raise ValueError(f"{node.id} occupies {weight(node)}, more than the capacity {capacity}")
         level = graph.bottom_levels(duration)
         position = {nid: i for i, nid in enumerate(graph.nodes)}
         self._key = {nid: (-level[nid], position[nid]) for nid in graph.nodes}

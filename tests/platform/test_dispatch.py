@@ -90,13 +90,30 @@ def test_capacity_weights_and_nodes_already_done() -> None:
 
 def test_a_node_that_does_not_fit_lets_smaller_ones_start() -> None:
     nodes = {
-        "diffusion/big": Node("diffusion/big", "diffusion", (), (), StageResources(workers=3)),
-        "trial/t": Node("trial/t", TRIAL, (), ("t",), ONE),
+        "trial/first": Node("trial/first", TRIAL, (), ("first",), ONE),
+        "diffusion/big": Node("diffusion/big", "diffusion", (), (), StageResources(workers=2)),
+        "trial/small": Node("trial/small", TRIAL, (), ("small",), ONE),
     }
-    s = ListScheduler(StudyGraph(nodes), {"diffusion/big": 9.0, "trial/t": 1.0}, capacity=2, weight=lambda n: n.slots)
-    assert _ids(s.start()) == ["trial/t"]
-    s.finish("trial/t")
-    assert s.start() == [] and s.pending  # still waiting: it never fits 2 (schedule_sim refuses such a plan)
+    cost = {"trial/first": 20.0, "diffusion/big": 10.0, "trial/small": 1.0}
+    s = ListScheduler(StudyGraph(nodes), cost, capacity=2, weight=lambda n: n.slots)
+    assert _ids(s.start()) == ["trial/first", "trial/small"]  # big (2 workers) does not fit beside first
+    s.finish("trial/first")
+    assert s.start() == []  # one worker free, big needs two
+    s.finish("trial/small")
+    assert _ids(s.start()) == ["diffusion/big"]
+
+
+@pytest.mark.parametrize(
+    ("deps", "workers", "message"),
+    [
+        (("pool/missing",), 1, r"trial/t depends on \['pool/missing'\], which are not nodes of the graph"),
+        ((), 3, "trial/t occupies 3, more than the capacity 2"),
+    ],
+)
+def test_a_node_that_could_never_start_is_refused(deps: tuple[str, ...], workers: int, message: str) -> None:
+    nodes = {"trial/t": Node("trial/t", TRIAL, deps, ("t",), StageResources(workers=workers))}
+    with pytest.raises(ValueError, match=message):
+        ListScheduler(StudyGraph(nodes), {"trial/t": 1.0}, capacity=2, weight=lambda n: n.slots)
 
 
 def test_unbounded_capacity_starts_every_ready_node() -> None:
