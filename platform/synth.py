@@ -241,6 +241,7 @@ class SynthCounts:
     rejected_empty: int = 0
     rejected_low_dice: int = 0
     placement_rejected: int = 0
+    vae_only_empty: bool = False  # a later round's MaskVAE3D draws were all empty: drawing stopped
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -255,9 +256,14 @@ class SynthCounts:
             if self.min_pair_dice > 0
             else "no pair check"
         )
+        stop = (
+            "then MaskVAE3D drew only empty masks (it is undertrained)"
+            if self.vae_only_empty
+            else f"drawing stops at {MAX_DRAW_FACTOR}x the request"
+        )
         return (
             f"wrote {self.written} of {self.requested} requested subjects: drew {self.drawn} lesions; {check}; "
-            f"{self.placement_rejected} masks fit no host (drawing stops at {MAX_DRAW_FACTOR}x the request)"
+            f"{self.placement_rejected} masks fit no host ({stop})"
         )
 
 
@@ -333,7 +339,8 @@ def _synthesise(
                         return
                 try:
                     blocks = draw(n_masks - counts.written)
-                except EmptyMasksError:  # a later round of only empty masks: stop, the shortfall is counted
+                except EmptyMasksError:  # a later round of only empty masks: stop, the shortfall says why
+                    counts.vae_only_empty = True
                     return
 
     return counts, subjects()

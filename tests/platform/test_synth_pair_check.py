@@ -20,7 +20,7 @@ from salient.platform import synth as synth_module
 from salient.platform.cli import main
 from salient.platform.errors import PlatformError
 from salient.platform.generator_lookup import generator_from_entry
-from salient.platform.stages.generator import MAX_DRAW_FACTOR
+from salient.platform.stages.generator import MAX_DRAW_FACTOR, EmptyMasksError
 from salient.platform.synth import synthesize_cohort
 
 from tests.platform.tiny_generator import tiny_generator
@@ -164,3 +164,21 @@ def test_cli_reports_what_was_drawn_and_kept(
     rc = main(["synth", "--generator", str(pool), "--masks", "2", "--min-pair-dice", "0.5", str(tmp_path / "o")])
     out = capsys.readouterr().out
     assert rc == 0 and "drew 3 lesions, kept 2 (pair Dice >= 0.5)" in " ".join(out.split())
+
+
+def test_a_vae_that_stops_drawing_lesions_is_named_in_the_shortfall(
+    pool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _teacher(monkeypatch, ["agree", "empty"])
+    real_draw, calls = synth_module.draw_lesion_blocks, []
+
+    def draw(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs["min_blocks"])
+        if len(calls) > 1:
+            raise EmptyMasksError("MaskVAE3D produced only empty masks")
+        return real_draw(*args, **kwargs)
+
+    monkeypatch.setattr(synth_module, "draw_lesion_blocks", draw)
+    _, counts = synthesize_cohort(generator_from_entry(pool, "--generator"), 3, tmp_path / "o", min_pair_dice=0.5)
+    assert calls == [3, 1] and (counts.written, counts.drawn, counts.vae_only_empty) == (2, 3, True)
+    assert "then MaskVAE3D drew only empty masks (it is undertrained)" in str(counts.shortfall())
