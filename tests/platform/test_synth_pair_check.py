@@ -61,11 +61,11 @@ def _teacher(monkeypatch: pytest.MonkeyPatch, labels: list[str]) -> list[str]:
     made: list[str] = []
     real_sample = synth_module.sample_blocks
 
-    def sample(diffusion, cfg, blocks, hosts, g):  # type: ignore[no-untyped-def]
+    def sample(diffusion, cfg, blocks, hosts, g):
         masks.append(blocks[0].mask)
         return real_sample(diffusion, cfg, blocks, hosts, g)
 
-    def label(cfg, state, images):  # type: ignore[no-untyped-def]
+    def label(cfg, state, images):
         kind = labels[len(made) % len(labels)]
         made.append(kind)
         if kind == "agree":
@@ -172,7 +172,7 @@ def test_a_vae_that_stops_drawing_lesions_is_named_in_the_shortfall(
     _teacher(monkeypatch, ["agree", "empty"])
     real_draw, calls = synth_module.draw_lesion_blocks, []
 
-    def draw(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def draw(*args, **kwargs):
         calls.append(kwargs["min_blocks"])
         if len(calls) > 1:
             raise EmptyMasksError("MaskVAE3D produced only empty masks")
