@@ -556,8 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-pair-dice",
         type=_float_in(0.0, 1.0),
         metavar="D",
-        help="write a lesion only if its UCMT pseudo-label agrees with its conditioning mask (Dice over the lesion's "
-        "slices >= D; 0 turns the check off); default: the check the generator's pool applied",
+        help="write a lesion only if its UCMT pseudo-label agrees with its conditioning mask (Dice over the lesion "
+        "block's slices >= D; 0 turns the check off); default: the check the generator's pool applied",
     )
     p.add_argument(
         "--cohort",

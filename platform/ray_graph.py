@@ -184,12 +184,12 @@ def _trial_graph(plans: dict[str, TrialPlan], study: Study) -> StudyGraph:
     return StudyGraph(nodes)
 
 
-def _durations(graph: StudyGraph, study: Study, plans: dict[str, TrialPlan]) -> dict[str, float]:
+def _durations(graph: StudyGraph, study: Study, plans: dict[str, TrialPlan], cache: StageCache) -> dict[str, float]:
     """Estimated seconds per node (the stage cache's measured ones where it has them), for the
     release order only."""
     pool_dose = max((float(p.params.get("dose", 0.0)) for p in plans.values()), default=0.0)
     try:
-        costs = node_costs(graph, study, pool_dose, StageCache(study.output_dir / "stage_cache"))
+        costs = node_costs(graph, study, pool_dose, cache)
     except Exception as exc:  # an estimate only orders the release; it must not stop a run
         log.warning("no cost estimates (%s: %s); tasks are released by chain length", type(exc).__name__, exc)
         return dict.fromkeys(graph.nodes, 1.0)
@@ -240,10 +240,11 @@ def run_graph(
     run.skipped += sum(n.stage != TRIAL for n in graph.nodes.values() if n.id in done)
     # Tasks are released longest-remaining-chain first, each when its inputs exist and a slot is
     # free (on a cluster without slots, as soon as its inputs exist); Ray places and retries them.
+    # scheduling: trial keeps the former scheme's plan order (equal costs tie by graph order)
+    by_cost = study.resources.scheduling == "graph"
     scheduler = ListScheduler(
         graph,
-        # scheduling: trial keeps the former scheme's plan order (equal costs tie by graph order)
-        _durations(graph, study, todo) if study.resources.scheduling == "graph" else dict.fromkeys(graph.nodes, 1.0),
+        _durations(graph, study, todo, cache) if by_cost else dict.fromkeys(graph.nodes, 1.0),
         int(resources[SLOT_RESOURCE]) if slots else None,
         weight=lambda n: int(slots and n.resources.workers <= 1),
         done=done,

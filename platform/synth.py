@@ -242,9 +242,18 @@ class SynthCounts:
     rejected_low_dice: int = 0
     placement_rejected: int = 0
     vae_only_empty: bool = False  # a later round's MaskVAE3D draws were all empty: drawing stopped
+    no_host_fits: bool = False  # a round's masks all failed the placement rule: drawing stopped
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def advice(self) -> str:
+        """What may help when nothing passed."""
+        if self.no_host_fits:
+            return (
+                "take healthy hosts from another --cohort, or rerun the generator's study with another placement rule"
+            )
+        return _NOTHING_PASSED
 
     def shortfall(self) -> str | None:
         """Why fewer subjects than requested were written, or None."""
@@ -256,11 +265,12 @@ class SynthCounts:
             if self.min_pair_dice > 0
             else "no pair check"
         )
-        stop = (
-            "then MaskVAE3D drew only empty masks (it is undertrained)"
-            if self.vae_only_empty
-            else f"drawing stops at {MAX_DRAW_FACTOR}x the request"
-        )
+        if self.no_host_fits:
+            stop = f"then no drawn mask fit any host: placement {self.placement_hu} HU, share {self.placement_share:g}"
+        elif self.vae_only_empty:
+            stop = "then MaskVAE3D drew only empty masks (it is undertrained)"
+        else:
+            stop = f"drawing stops at {MAX_DRAW_FACTOR}x the request"
         return (
             f"wrote {self.written} of {self.requested} requested subjects: drew {self.drawn} lesions; {check}; "
             f"{self.placement_rejected} masks fit no host ({stop})"
@@ -328,6 +338,7 @@ def _synthesise(
         with Progress(disable=not progress) as bar:
             task = bar.add_task(f"synthesising {n_masks} lesions", total=n_masks)
             blocks = first
+            counts.no_host_fits = not first
             while blocks:
                 for block in blocks:
                     syn = synthesised(block)
@@ -339,6 +350,7 @@ def _synthesise(
                         return
                 try:
                     blocks = draw(n_masks - counts.written)
+                    counts.no_host_fits = not blocks
                 except EmptyMasksError:  # a later round of only empty masks: stop, the shortfall says why
                     counts.vae_only_empty = True
                     return
@@ -429,7 +441,7 @@ def synthesize_cohort(
                 }
             )
         if not rows:
-            raise PlatformError(f"nothing written to {out_dir}: {counts.shortfall()}; {_NOTHING_PASSED}")
+            raise PlatformError(f"nothing written to {out_dir}: {counts.shortfall()}; {counts.advice()}")
         with (tmp / "labels.csv").open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -538,7 +550,7 @@ def synthesize_nnunet(
             cases.append(NnunetCase((image,), label, synthetic=True))
             facts[case_name(True, i + 1)] = syn.facts()
         if not cases:
-            raise PlatformError(f"nothing written to {out_root}: {counts.shortfall()}; {_NOTHING_PASSED}")
+            raise PlatformError(f"nothing written to {out_root}: {counts.shortfall()}; {counts.advice()}")
         for i, subject in enumerate(real):
             image, label = staging / f"real{i}_image.nii.gz", staging / f"real{i}_label.nii.gz"
             nib.save(zhw_to_nifti(_to_hu(subject.image, prep), prep.spacing), str(image))

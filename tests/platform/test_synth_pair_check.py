@@ -131,7 +131,11 @@ def test_a_generator_whose_labels_never_agree_writes_nothing(
 def test_the_placement_rule_of_the_record_is_applied(doctored: Any, tmp_path: Path) -> None:
     # Nothing in the preprocessing window [-160, 240] HU lies in [1000, 2000] HU: no mask fits any host.
     entry = doctored(placement_hu=[1000.0, 2000.0], placement_share=0.5)
-    with pytest.raises(PlatformError, match=r"nothing written .* drew 0 lesions.* [1-9]\d* masks fit no host"):
+    with pytest.raises(
+        PlatformError,
+        match=r"nothing written .* drew 0 lesions.* [1-9]\d* masks fit no host \(then no drawn mask fit any host: "
+        r"placement \[1000.0, 2000.0\] HU, share 0.5\); take healthy hosts from another --cohort",
+    ):
         synthesize_cohort(generator_from_entry(entry, "--generator"), 2, tmp_path / "synth")
 
 
