@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -45,38 +45,33 @@ def _esc(value: object) -> str:
     return escape(str(value))
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    """argparse ``type=``: a whole number in ``[low, high]``; anything else is a usage error
-    (exit 2) that names the argument and the value."""
+#: a number type ``_in_range`` parses
+N = TypeVar("N", int, float)
 
-    def parse(text: str) -> int:
+
+def _in_range(convert: Callable[[str], N], noun: str, low: N, high: N, bounds: str) -> Callable[[str], N]:
+    """argparse ``type=``: a ``noun`` (``convert``-ed) in ``[low, high]``; anything else (NaN
+    included) is a usage error (exit 2) that names the argument and the value."""
+
+    def parse(text: str) -> N:
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {clip(text)!r}") from None
+            raise argparse.ArgumentTypeError(f"must be a {noun}, got {clip(text)!r}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {clip(text)}")
+            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {clip(text)}")
         return value
 
-    parse.__name__ = "whole number"  # argparse names the type in some messages
+    parse.__name__ = noun  # argparse names the type in some messages
     return parse
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    return _in_range(int, "whole number", low, high, f"[{low}, {high}]")
 
 
 def _float_in(low: float, high: float) -> Callable[[str], float]:
-    """argparse ``type=``: a finite number in ``[low, high]``; anything else (NaN included) is a
-    usage error (exit 2) that names the argument and the value."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {clip(text)!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {clip(text)}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
+    return _in_range(float, "number", low, high, f"[{low:g}, {high:g}]")
 
 
 def _mlflow_ui(text: str) -> str:

@@ -44,7 +44,7 @@ class ListScheduler:
     ):
         if capacity is not None and capacity < 1:
             raise ValueError(f"capacity must be >= 1 or None, got {capacity}")
-        self.graph, self.capacity, self.weight = graph, capacity, weight
+        self.graph, self.weight = graph, weight
         self.free = capacity
         finished = set(done)
         for node in graph.nodes.values():  # else a node would never be released, silently

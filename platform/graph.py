@@ -99,6 +99,10 @@ class StudyGraph:
                 out[dep].append(node.id)
         return out
 
+    def durations(self, cost: Mapping[str, float]) -> dict[str, float]:
+        """Per node: wall seconds from its cost on one worker (a data-parallel node splits it over its workers)."""
+        return {n.id: cost[n.id] / n.slots for n in self.nodes.values()}
+
     def bottom_levels(self, cost: Mapping[str, float]) -> dict[str, float]:
         """Per node: its cost plus the longest chain of costs after it (the list-scheduling priority)."""
         after = self.dependents()

@@ -193,7 +193,7 @@ def _durations(graph: StudyGraph, study: Study, plans: dict[str, TrialPlan], cac
     except Exception as exc:  # an estimate only orders the release; it must not stop a run
         log.warning("no cost estimates (%s: %s); tasks are released by chain length", type(exc).__name__, exc)
         return dict.fromkeys(graph.nodes, 1.0)
-    return {nid: c.seconds / graph.nodes[nid].slots for nid, c in costs.items()}
+    return graph.durations({nid: c.seconds for nid, c in costs.items()})
 
 
 def run_graph(

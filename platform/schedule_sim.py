@@ -45,12 +45,8 @@ class Estimate:
         return self.work / (self.workers * makespan) if makespan > 0 else 1.0
 
 
-def _durations(graph: StudyGraph, cost: Mapping[str, float]) -> dict[str, float]:
-    return {n.id: cost[n.id] / n.slots for n in graph.nodes.values()}
-
-
 def lower_bound(graph: StudyGraph, cost: Mapping[str, float], workers: int) -> float:
-    duration = _durations(graph, cost)
+    duration = graph.durations(cost)
     return max(graph.critical_path(duration)[0], sum(cost.values()) / workers)
 
 
@@ -59,7 +55,7 @@ def simulate_graph(graph: StudyGraph, cost: Mapping[str, float], workers: int) -
     (:class:`~salient.platform.dispatch.ListScheduler`)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    duration = _durations(graph, cost)
+    duration = graph.durations(cost)
     for node in graph.nodes.values():
         if node.slots > workers:
             raise ValueError(f"{node.id} asks for {node.slots} data-parallel workers; only {workers} exist")
@@ -109,7 +105,7 @@ def _upstream_in_order(graph: StudyGraph, trial_id: str) -> list[str]:
 
 
 def estimate(graph: StudyGraph, cost: Mapping[str, float], workers: int) -> Estimate:
-    duration = _durations(graph, cost)
+    duration = graph.durations(cost)
     return Estimate(
         workers=workers,
         work=sum(cost.values()),
